@@ -1,0 +1,180 @@
+"""The `ssmbench` command: run, bench, report, export, models.
+
+Every bad input is caught here, at the edge, before anything is written: it exits with code 2
+and one line on standard error that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ssmbench.experiment.config import PRESETS, ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ssmbench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _list_of(kind: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [kind(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ssmbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="train and measure every model × length × seed, then report")
+    run.add_argument(
+        "--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)"
+    )
+    run.add_argument("--config", type=Path, help="YAML file overriding the preset")
+    run.add_argument("--models", type=_list_of(str, "model names"))
+    run.add_argument("--lengths", type=_list_of(int, "integers"))
+    run.add_argument("--seeds", type=_list_of(int, "integers"))
+    run.add_argument("--steps", type=int, help="maximum training steps per cell")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--scan", choices=["auto", "reference", "torch", "cuda"])
+    run.add_argument("--threads", type=int, help="torch threads per cell")
+    run.add_argument(
+        "--plugins",
+        type=_list_of(str, "module names"),
+        help="modules to import first; they may register more models",
+    )
+    run.add_argument("--executor", choices=["local", "ray"])
+    run.add_argument("--workers", type=int, help="cells at once (local executor)")
+    run.add_argument("--ray-address", help="auto or HOST:PORT of a running Ray cluster")
+    run.add_argument("--out", type=Path, help="output folder (default runs/PRESET)")
+    run.add_argument("--force", action="store_true", help="discard results of another config")
+
+    bench = sub.add_parser("bench", help="time, memory and utilization only, no training")
+    bench.add_argument("--models", type=_list_of(str, "model names"))
+    bench.add_argument("--lengths", type=_list_of(int, "integers"), default=[256, 512, 784])
+    bench.add_argument("--n-tokens", type=int, default=16)
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
+
+    report = sub.add_parser("report", help="redraw report.md and the plots from a store")
+    report.add_argument("out", type=Path)
+
+    export = sub.add_parser("export", help="print a store's results as csv, json or md")
+    export.add_argument("out", type=Path)
+    export.add_argument("--format", choices=["csv", "json", "md"], default="json")
+
+    sub.add_parser("models", help="list the models with their parameter counts")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    flat = {
+        "models": args.models,
+        "lengths": args.lengths,
+        "seeds": args.seeds,
+        "device": args.device,
+        "scan": args.scan,
+        "threads": args.threads,
+        "executor": args.executor,
+        "workers": args.workers,
+        "ray_address": args.ray_address,
+    }
+    overrides = {k: v for k, v in flat.items() if v is not None}
+    if args.steps is not None:
+        overrides["train"] = {"max_steps": args.steps}
+    return overrides
+
+
+def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
+    from ssmbench.experiment.config import load_config
+    from ssmbench.experiment.sweep import check_compatible, check_writable
+
+    config = load_config(args.preset, args.config, _overrides(args))
+    out = args.out or Path("runs") / config.preset
+    check_writable(out)
+    check_compatible(config, out, args.force)
+    if config.executor == "ray":
+        from ssmbench.experiment.executors.ray_cluster import check_address
+
+        check_address(config.ray_address)
+    else:
+        from ssmbench.experiment.measure import resolve_device
+
+        resolve_device(config.device)
+    return config, out
+
+
+def _store_at(out: Path) -> Any:
+    from ssmbench.experiment.store import FILENAME, Store
+
+    if not (out / FILENAME).is_file():
+        raise ConfigError(f"no results in {out}: run `ssmbench run --out {out}` first")
+    return Store(out / FILENAME)
+
+
+def _models() -> None:
+    from ssmbench.models import build, n_params, names
+
+    for name in names():
+        print(f"{name:<18} {n_params(build(name, vocab_size=16)):>9,} parameters")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            config, out = _plan_run(args)
+        elif args.command in ("report", "export"):
+            store = _store_at(args.out)
+        elif args.command == "bench":
+            from ssmbench.experiment.bench import validate_bench_args
+
+            validate_bench_args(args)
+    except (ConfigError, ValueError) as e:
+        print(f"ssmbench: error: {e}", file=sys.stderr)
+        return 2
+
+    if args.command == "models":
+        _models()
+    elif args.command == "run":
+        from ssmbench.experiment.sweep import run_sweep
+
+        try:
+            report = run_sweep(config, out, force=args.force)
+        except KeyboardInterrupt:
+            print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
+            return 130
+        print(f"report: {report}")
+    elif args.command == "report":
+        from ssmbench.experiment.sweep import report_meta
+        from ssmbench.report import write_report
+
+        with store:
+            path = write_report(store.rows(), store.curves(), report_meta(store), args.out)
+        print(f"report: {path}")
+    elif args.command == "export":
+        from ssmbench.report import export
+
+        with store:
+            sys.stdout.write(export(store.rows(), args.format))
+    elif args.command == "bench":
+        from ssmbench.experiment.bench import run_bench_command
+
+        run_bench_command(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Typed configuration: presets, YAML files and command-line flags, validated once at the edge.
+
+A sweep (`SweepConfig`) is models × lengths × seeds; each combination is a cell (`CellConfig`),
+saved with its result so that every number traces back to what produced it.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+from ssmbench.models import names as model_names
+from ssmbench.tasks import MAX_TRAIN_SEED, TASKS
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message is one line that says what is wrong and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(_Strict):
+    name: Literal[tuple(TASKS)] = "selective-copy"  # type: ignore[valid-type]
+    n_tokens: PositiveInt = 16
+    vocab_size: int = Field(16, ge=3)
+
+
+class ArchConfig(_Strict):
+    d_model: PositiveInt = 64
+    n_layers: PositiveInt = 2
+    d_state: PositiveInt = 16
+
+
+class TrainConfig(_Strict):
+    max_steps: PositiveInt = 200_000
+    batch_size: PositiveInt = 64
+    lr: float = Field(1e-4, gt=0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    eval_every: PositiveInt = 100
+    patience: PositiveInt | None = 5_000
+    target_accuracy: float | None = Field(None, gt=0, le=1)
+    time_budget_s: float | None = Field(None, gt=0)
+    checkpoint_every: PositiveInt = 1_000
+    val_size: PositiveInt = 1_024
+    test_size: PositiveInt = 1_024
+
+
+class MeasureConfig(_Strict):
+    enabled: bool = True
+    warmup: int = Field(3, ge=3)
+    repeats: int = Field(20, ge=20)
+
+
+class _Cell(_Strict):
+    plugins: list[str] = []  # modules imported first: they may register more models
+    task: TaskConfig = TaskConfig()
+    arch: ArchConfig = ArchConfig()
+    train: TrainConfig = TrainConfig()
+    measure: MeasureConfig = MeasureConfig()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    scan: Literal["auto", "reference", "torch", "cuda"] = "auto"
+    threads: PositiveInt | None = None
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, plugins: list[str]) -> list[str]:
+        for module in plugins:
+            try:
+                importlib.import_module(module)
+            except Exception as e:  # noqa: BLE001 - report any import failure in one line
+                raise ValueError(f"cannot import plugin module {module!r}: {e}") from None
+        return plugins
+
+
+class CellConfig(_Cell):
+    """One model trained on one task length with one seed."""
+
+    model: str
+    seq_len: PositiveInt
+    seed: int = Field(ge=0, lt=MAX_TRAIN_SEED)
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/L{self.seq_len}/M{self.task.n_tokens}/s{self.seed}"
+
+
+class SweepConfig(_Cell):
+    """The whole experiment: every model × length × seed, plus how to execute it."""
+
+    preset: str = "custom"
+    models: list[str] = Field(min_length=1)
+    lengths: list[Annotated[int, Field(strict=True, gt=0)]] = Field(min_length=1)
+    seeds: list[Annotated[int, Field(strict=True)]] = Field([0], min_length=1)
+    executor: Literal["local", "ray"] = "local"
+    workers: PositiveInt = 1
+    ray_address: str | None = None
+    ray_num_cpus: float = Field(1.0, gt=0)
+    ray_num_gpus: float = Field(1.0, gt=0, le=1)
+    retries: int = Field(0, ge=0)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: list[str]) -> list[str]:
+        unknown = [m for m in models if m not in model_names()]
+        if unknown:
+            raise ValueError(
+                f"unknown model {', '.join(unknown)}; choose from {', '.join(model_names())}"
+            )
+        return models
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_range(cls, seeds: list[int]) -> list[int]:
+        bad = [s for s in seeds if not 0 <= s < MAX_TRAIN_SEED]
+        if bad:
+            raise ValueError(f"seeds must be in [0, 2**40), got {bad}")
+        return seeds
+
+    def cells(self) -> list[CellConfig]:
+        shared = self.model_dump(include=set(_Cell.model_fields))
+        return [
+            CellConfig(model=m, seq_len=L, seed=s, **shared)
+            for m in self.models
+            for L in self.lengths
+            for s in self.seeds
+        ]
+
+    def fingerprint(self) -> str:
+        """What sweeps sharing an output folder must agree on (models/lengths/seeds may grow)."""
+        return json.dumps(self.model_dump(include=set(_Cell.model_fields)), sort_keys=True)
+
+
+ALL_MODELS = model_names()
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The study's settings (see shared/study/results.md): a GPU job.
+    "paper": {
+        "models": ALL_MODELS,
+        "lengths": [256, 512, 784],
+        "task": {"n_tokens": 16, "vocab_size": 16},
+        "train": {"max_steps": 200_000, "batch_size": 64, "lr": 1e-4, "patience": 5_000},
+    },
+    # The default: every model on the CPU in minutes, at one equal step budget per model.
+    "quick": {
+        "models": ALL_MODELS,
+        "lengths": [32, 64],
+        "task": {"n_tokens": 4, "vocab_size": 16},
+        "arch": {"d_model": 64, "n_layers": 2, "d_state": 16},
+        "train": {
+            "max_steps": 1_200,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "warmup_steps": 100,
+            "grad_clip": 1.0,
+            "eval_every": 100,
+            "patience": None,
+            "checkpoint_every": 200,
+            "val_size": 512,
+            "test_size": 1_024,
+        },
+        "device": "cpu",
+    },
+    # About a minute: for tests and a first look.
+    "smoke": {
+        "models": ["mamba-s6", "s4d-real", "lstm"],
+        "lengths": [16, 24],
+        "task": {"n_tokens": 2, "vocab_size": 8},
+        "arch": {"d_model": 16, "n_layers": 1, "d_state": 4},
+        "train": {
+            "max_steps": 40,
+            "batch_size": 8,
+            "lr": 3e-3,
+            "eval_every": 10,
+            "patience": None,
+            "checkpoint_every": 20,
+            "val_size": 64,
+            "test_size": 64,
+        },
+        "device": "cpu",
+    },
+}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    value = first.get("input")
+    quiet = first["type"] in ("missing", "value_error") or isinstance(value, dict)
+    shown = "" if quiet else f" (got {value!r})"
+    return f"{source}: {where}: {message}{shown}"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, not {type(data).__name__}"
+        )
+    return data
+
+
+def load_config(
+    preset: str = "quick", file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> SweepConfig:
+    """Preset, then the YAML file on top, then command-line overrides; validated once."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    data = _merge({"preset": preset, **PRESETS[preset]}, {})
+    source = f"preset {preset}"
+    if file is not None:
+        data, source = _merge(data, read_yaml(file)), str(file)
+    if overrides:
+        data, source = _merge(data, overrides), "command line"
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from None

@@ -1,0 +1,107 @@
+"""The local executor: every cell in its own worker process, `workers` at a time.
+
+A crash, an out-of-memory kill or a SIGKILL of one worker marks that cell failed; the others go
+on. Workers poll the driver and exit when it is gone, so a killed driver leaves no orphans
+writing checkpoints behind the next run's back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_module
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ssmbench.experiment.config import CellConfig
+from ssmbench.experiment.executors import Emit, lost_worker
+
+
+def _exit_with_driver(driver_pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(driver_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+
+
+def _work(cell_json: str, out_dir: str, events: Any, driver_pid: int) -> None:
+    from ssmbench.experiment.cell import run_cell
+
+    threading.Thread(target=_exit_with_driver, args=(driver_pid,), daemon=True).start()
+    cell = CellConfig.model_validate_json(cell_json)
+    events.put(("start", cell.id, None))
+    result = run_cell(cell, Path(out_dir), lambda point: events.put(("progress", cell.id, point)))
+    events.put(("result", cell.id, result))
+
+
+def _context() -> mp.context.BaseContext:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["ssmbench.experiment.cell"])  # import torch once, not per cell
+        return ctx
+    return mp.get_context("spawn")
+
+
+class LocalExecutor:
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+
+    def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit) -> None:
+        ctx = _context()
+        events = ctx.Queue()
+        todo = deque(cells)
+        running: dict[str, mp.process.BaseProcess] = {}
+        reported: set[str] = set()
+
+        def drain(timeout: float) -> None:
+            while True:
+                try:
+                    kind, cell_id, payload = events.get(timeout=timeout)
+                except queue_module.Empty:
+                    return
+                if kind == "result":
+                    reported.add(cell_id)
+                emit(kind, cell_id, payload)
+                timeout = 0.0
+
+        try:
+            while todo or running:
+                while todo and len(running) < self.workers:
+                    cell = todo.popleft()
+                    worker = ctx.Process(
+                        target=_work,
+                        args=(cell.model_dump_json(), str(out_dir), events, os.getpid()),
+                        name=f"ssmbench {cell.id}",
+                        daemon=True,
+                    )
+                    worker.start()
+                    running[cell.id] = worker
+                drain(0.2)
+                for cell_id, worker in list(running.items()):
+                    if worker.is_alive():
+                        continue
+                    worker.join()
+                    drain(0.5)  # a result sent just before exit is still in the pipe
+                    del running[cell_id]
+                    if cell_id not in reported:
+                        code = worker.exitcode or 0
+                        why = (
+                            f"killed by {signal.Signals(-code).name}"
+                            if code < 0
+                            else f"exit code {code}"
+                        )
+                        emit("result", cell_id, lost_worker(cell_id, why))
+        finally:
+            for worker in running.values():  # interrupted: workers save a checkpoint and stop
+                if worker.is_alive() and worker.pid is not None:
+                    os.kill(worker.pid, signal.SIGINT)
+            for worker in running.values():
+                worker.join(timeout=30)
+                if worker.is_alive():
+                    worker.kill()

@@ -1,0 +1,114 @@
+"""The Ray executor: every cell a Ray task, on one machine or a cluster (`ssmbench[ray]`).
+
+Tasks ask for `num_gpus` (a fraction allowed) when cells run on CUDA, else `num_cpus`. Results
+come back to the driver, which alone writes the store; progress points travel through a Ray
+queue so one display follows every worker. A task whose worker dies is retried `retries` times,
+then recorded as failed. Checkpoints go to the output folder: on a cluster, make it a shared path
+for interrupted cells to resume on another node.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from ssmbench.experiment.config import CellConfig, ConfigError
+from ssmbench.experiment.executors import Emit, lost_worker
+
+
+def _run_remote(cell_json: str, out_dir: str, events: Any) -> dict[str, Any]:
+    from ssmbench.experiment.cell import run_cell
+
+    cell = CellConfig.model_validate_json(cell_json)
+    events.put(("start", cell.id, None))
+    return run_cell(cell, Path(out_dir), lambda point: events.put(("progress", cell.id, point)))
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast, before anything is written, when a Ray cluster cannot be reached."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError('the ray executor needs Ray: pip install "ssmbench[ray]"') from None
+    if address is None or address == "local":
+        return
+    if address == "auto":
+        from ray._private.services import find_bootstrap_address
+
+        if not find_bootstrap_address(None):
+            raise ConfigError(
+                "--ray-address auto found no running Ray cluster on this machine; "
+                "start one with `ray start --head` or give --ray-address HOST:PORT"
+            )
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be auto or HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
+
+
+class RayExecutor:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: float = 1.0,
+        num_gpus: float = 1.0,
+        retries: int = 0,
+    ) -> None:
+        self.address, self.num_cpus, self.num_gpus, self.retries = (
+            address,
+            num_cpus,
+            num_gpus,
+            retries,
+        )
+
+    def _gpus_per_cell(self, cells: list[CellConfig]) -> float:
+        import ray
+
+        wants_cuda = any(c.device == "cuda" for c in cells) or (
+            any(c.device == "auto" for c in cells) and ray.cluster_resources().get("GPU", 0) > 0
+        )
+        return self.num_gpus if wants_cuda else 0.0
+
+    def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit) -> None:
+        import ray
+        from ray.util.queue import Empty, Queue
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+        events = Queue()
+        remote = ray.remote(_run_remote).options(
+            num_cpus=self.num_cpus,
+            num_gpus=self._gpus_per_cell(cells),
+            max_retries=self.retries,
+            retry_exceptions=False,
+        )
+        pending = {remote.remote(c.model_dump_json(), str(out_dir), events): c.id for c in cells}
+
+        def drain() -> None:
+            while True:
+                try:
+                    emit(*events.get_nowait())
+                except Empty:
+                    return
+
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+                drain()
+                for ref in done:
+                    cell_id = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as e:
+                        result = lost_worker(cell_id, str(e).splitlines()[0])
+                    drain()
+                    emit("result", cell_id, result)
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+            events.shutdown()

@@ -1,0 +1,339 @@
+"""What one model costs: training-step time, inference-step time, peak memory, utilization.
+
+Every model is measured by the same procedure, apart from training, on one batch drawn once by
+the caller (data generation is never timed):
+
+    train step = forward, cross-entropy of logits[:, -M:] against targets (B, M), backward,
+                 Adam step (a fresh Adam on a deep copy, so the caller's model is untouched)
+    infer step = forward under torch.inference_mode(), model in eval mode
+
+Each is run `warmup` times untimed, then `repeats` times, each timed alone with time.perf_counter
+between two device synchronizations. A time is reported as the median m and the interquartile
+range q75 - q25 of those samples (linear interpolation between order statistics), in ms.
+
+Peak memory covers the whole training phase: the model copy, its gradients, Adam's state, the
+activations of the warm-up and timed training steps. One training step on a throwaway copy runs
+before it, so one-time set-up (kernel libraries loaded, thread pools, caches) is not counted.
+    CUDA: torch.cuda.max_memory_allocated (and max_memory_reserved) after reset_peak_memory_stats
+          just before the copy is made, nothing subtracted: every live tensor on the device
+          counts, as in the study's figure (the inputs, model, optimizer state and activations).
+    CPU:  the process's peak resident set size above its RSS just before the copy is made, after
+          a garbage collection and glibc's malloc_trim (so earlier freed memory is handed back and
+          must be touched again to be reused). The peak is the kernel's VmHWM, reset by writing
+          "5" to /proc/self/clear_refs; where /proc is not writable, the maximum RSS seen by a
+          thread sampling every millisecond (which can miss spikes shorter than that).
+
+Utilization over the timed training steps:
+    CUDA: the mean of NVML's GPU utilization sampled every 20 ms (each reading is the share of
+          the driver's last 1/6 to 1 s during which a kernel ran, so the figure is only meaningful
+          when the timed steps last well over a second); None when nvidia-ml-py is missing.
+    CPU:  process CPU time / (wall time * torch.get_num_threads()), in %.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import gc
+import importlib.metadata
+import platform
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MiB = 2**20
+MEASURES = (
+    "train_ms",
+    "train_ms_iqr",
+    "infer_ms",
+    "infer_ms_iqr",
+    "peak_mem_mib",
+    "reserved_mem_mib",
+    "util_pct",
+    "util_kind",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cpu'; 'cuda'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "--device cuda was asked for but torch.cuda.is_available() is False; "
+            "use --device cpu or auto"
+        )
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+def check_counts(warmup: int, repeats: int) -> None:
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+
+
+def summarize(samples_ms: list[float]) -> tuple[float, float]:
+    """(median, q75 - q25) of the samples."""
+    if not samples_ms:
+        raise ValueError("summarize needs at least one sample")
+    q25, median, q75 = np.percentile(samples_ms, [25, 50, 75])
+    return float(median), float(q75 - q25)
+
+
+def time_steps(step: Callable[[], None], repeats: int, sync: Callable[[], None]) -> list[float]:
+    """Time `repeats` calls of step, each alone between two synchronizations; samples in ms."""
+    samples = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def _rss_bytes() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def _release_freed_memory() -> None:
+    """Collect garbage and hand glibc's free heap pages back to the kernel, where glibc is used."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(None)  # the C library the interpreter is linked with
+    except (OSError, TypeError):  # no such handle on this platform
+        return
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's VmHWM to the current RSS; False where /proc/self/clear_refs is closed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_bytes() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+
+
+class _Sampler:
+    """Call `read` every `interval` seconds on a background thread, from start to stop."""
+
+    def __init__(self, read: Callable[[], float], interval: float) -> None:
+        self.read, self.interval = read, interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.read())
+            self._stop.wait(self.interval)
+
+    def start(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(self.read())
+
+
+class PeakMemory:
+    """Peak memory of the code inside the `with` block, in MiB (see the module docstring)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mib: float | None = None
+        self.reserved_mib: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        _release_freed_memory()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._baseline = _rss_bytes()
+        self._sampler = None if _reset_peak_rss() else _Sampler(_rss_bytes, 1e-3).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / MiB
+            self.reserved_mib = torch.cuda.max_memory_reserved(self.device) / MiB
+            return
+        if self._sampler is None:
+            peak = _peak_rss_bytes()
+        else:
+            self._sampler.stop()
+            peak = max(self._sampler.samples)
+        self.peak_mib = (peak - self._baseline) / MiB
+
+
+class Utilization:
+    """Mean utilization in % over the `with` block and its kind (see the module docstring)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.pct: float | None = None
+        self.kind: str | None = None
+
+    def __enter__(self) -> Utilization:
+        if self.device.type == "cuda":
+            self._sampler = None
+            try:
+                torch.cuda.utilization(self.device)
+            except Exception:  # nvidia-ml-py missing, or NVML can't read this device (e.g. MIG)
+                return self
+            self._sampler = _Sampler(lambda: torch.cuda.utilization(self.device), 0.02).start()
+            return self
+        self._cpu_start, self._wall_start = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            if self._sampler is not None:
+                self._sampler.stop()
+                self.pct, self.kind = float(np.mean(self._sampler.samples)), "gpu-nvml"
+            return
+        cpu = time.process_time() - self._cpu_start
+        wall = time.perf_counter() - self._wall_start
+        self.pct = 100 * cpu / (wall * torch.get_num_threads())
+        self.kind = "cpu-process"
+
+
+def measure(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    device: torch.device,
+    warmup: int = 3,
+    repeats: int = 20,
+    lr: float = 1e-4,
+) -> dict:
+    """Cost of one training step and one inference step of `model` on inputs (B, T) -> targets
+    (B, M), where the model maps tokens (B, T) to logits (B, T, V). Keys: MEASURES, each as the
+    module docstring defines it."""
+    check_counts(warmup, repeats)
+    inputs, targets = inputs.to(device), targets.to(device)
+    n_targets = targets.shape[1]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def trainer() -> tuple[nn.Module, Callable[[], None]]:
+        trainee = copy.deepcopy(model).to(device).train()
+        optimizer = torch.optim.Adam(trainee.parameters(), lr=lr)
+
+        def train_step() -> None:
+            logits = trainee(inputs)[:, -n_targets:]  # (B, M, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return trainee, train_step
+
+    trainer()[1]()  # priming: one-time library and cache set-up stays out of the peak
+    with PeakMemory(device) as memory:
+        trainee, train_step = trainer()
+        for _ in range(warmup):
+            train_step()
+        with Utilization(device) as utilization:
+            train_samples = time_steps(train_step, repeats, sync)
+
+    trainee.eval()
+
+    def infer_step() -> None:
+        with torch.inference_mode():
+            trainee(inputs)
+
+    for _ in range(warmup):
+        infer_step()
+    infer_samples = time_steps(infer_step, repeats, sync)
+    train_ms, train_iqr = summarize(train_samples)
+    infer_ms, infer_iqr = summarize(infer_samples)
+    return {
+        "train_ms": train_ms,
+        "train_ms_iqr": train_iqr,
+        "infer_ms": infer_ms,
+        "infer_ms_iqr": infer_iqr,
+        "peak_mem_mib": memory.peak_mib,
+        "reserved_mem_mib": memory.reserved_mib,
+        "util_pct": utilization.pct,
+        "util_kind": utilization.kind,
+    }
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def _git_commit() -> str | None:
+    """Short commit of the checkout holding this package, '-dirty' if it has changes; None when
+    the package is not a tracked file of a git checkout (e.g. installed into site-packages)."""
+    package = Path(__file__).resolve().parent.parent
+    if _git("ls-files", "--error-unmatch", "__init__.py", cwd=package) is None:
+        return None
+    commit = _git("rev-parse", "--short", "HEAD", cwd=package)
+    if commit is None:
+        return None
+    return commit + "-dirty" if _git("status", "--porcelain", cwd=package) else commit
+
+
+def _cpu_name() -> str | None:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return found.group(1).strip() if found else platform.processor() or None
+
+
+def environment(device: torch.device) -> dict:
+    """Where and with what a measurement was made."""
+    try:
+        version = importlib.metadata.version("ssmbench")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {
+        "device": device.type,
+        "device_name": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+        ),
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "ssmbench_version": version,
+        "git_commit": _git_commit(),
+        "python_version": platform.python_version(),
+        "cuda_version": torch.version.cuda,
+        "hostname": socket.gethostname(),
+    }

@@ -1,0 +1,42 @@
+"""Causal multi-head self-attention with rotary position embeddings (RoPE, Su et al. 2021).
+
+Each head rotates the pair (q_{2i}, q_{2i+1}) at position t by the angle t * 10000^{-2i/d_head}
+(the same for k), so q_s . k_t depends on positions only through s - t; then
+softmax(q k^T / sqrt(d_head)) v with keys restricted to t <= s.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotate channel pairs of x (B, H, L, Dh) by position-dependent angles."""
+    L, Dh = x.shape[-2], x.shape[-1]
+    inv_freq = base ** (-torch.arange(0, Dh, 2, device=x.device, dtype=torch.float32) / Dh)
+    angles = torch.arange(L, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # (L, Dh/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, L, Dh/2) each
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int = 2) -> None:
+        super().__init__()
+        if d_model % n_heads or (d_model // n_heads) % 2:
+            raise ValueError(
+                f"d_model ({d_model}) must split into n_heads ({n_heads}) heads of even size"
+            )
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D)."""
+        B, L, D = x.shape
+        qkv = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, Dh) each
+        y = F.scaled_dot_product_attention(rotary(q), rotary(k), v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(B, L, D))

@@ -1,0 +1,52 @@
+"""Blocks that wrap a sequence mixer: the S4D-style SSM block and the Mamba block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SSMBlock(nn.Module):
+    """The standalone S4D layer's block: y = GLU(W · GELU(SSM(x))), with SSM(x) including D x."""
+
+    def __init__(self, d_model: int, ssm: nn.Module) -> None:
+        super().__init__()
+        self.ssm = ssm
+        self.out_proj = nn.Linear(d_model, 2 * d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D)."""
+        y = F.gelu(self.ssm(x))  # (B, L, D)
+        return F.glu(self.out_proj(y), dim=-1)  # (B, 2D) -> (B, L, D)
+
+
+class MambaBlock(nn.Module):
+    """Mamba's block (Gu & Dao 2023, Fig. 3) around any inner SSM acting on E = expand·D channels:
+
+    x, z = W_in u;  x = SiLU(conv1d_causal(x));  y = SSM(x) ⊙ SiLU(z);  out = W_out y
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        make_ssm: Callable[[int], nn.Module],
+        expand: int = 2,
+        d_conv: int = 4,
+    ) -> None:
+        super().__init__()
+        d_inner = expand * d_model
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
+        self.ssm = make_ssm(d_inner)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B, L, D) -> (B, L, D)."""
+        L = u.shape[1]
+        x, z = self.in_proj(u).chunk(2, dim=-1)  # (B, L, E) each
+        x = self.conv1d(x.mT)[..., :L].mT  # (B, L, E), causal: keep the first L outputs
+        y = self.ssm(F.silu(x)) * F.silu(z)  # (B, L, E)
+        return self.out_proj(y)  # (B, L, D)

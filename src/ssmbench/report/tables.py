@@ -1,0 +1,342 @@
+"""Markdown tables in the study's layout (a row per model, a column per length) and the report.
+
+A table cell summarizes the seeds of one (model, L, M) that finished (status 'done'): their
+value x_1, or with n >= 2 seeds the mean and the sample standard deviation
+    s = sqrt(sum_i (x_i - mean)^2 / (n - 1)).
+A cell where no seed finished shows its status word ('oom', 'diverged', 'failed', ...).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+MODEL_NAMES = {
+    "s4": "S4",
+    "s4d-real": "S4D Real",
+    "s4d-inv": "S4D Inv",
+    "s4-lowrank": "S4 Low Rank",
+    "s6": "S6",
+    "mamba-s4d-real": "Mamba S4D Real",
+    "mamba-s4d-inv": "Mamba S4D Inv",
+    "mamba-s4-lowrank": "Mamba S4 LR",
+    "mamba-s6": "Mamba S6",
+    "gated-mlp": "Gated MLP",
+    "transformer": "Transformer",
+    "lstm": "LSTM",
+}
+FAILED = ("failed", "diverged", "oom")
+CURVES_IMAGE = "learning_curves.png"
+
+Column = tuple[int, int]  # (seq_len, n_tokens)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # field of a result row
+    title: str  # section heading
+    label: str  # quantity and unit; on a GPU, or on any device when cpu_label is None
+    cpu_label: str | None = None  # the same measured on a CPU, where it means something else
+    scale: float = 1.0  # display value = scale * row value (100 for a fraction shown in %)
+    decimals: int = 2
+    image: str | None = None  # its bar chart under img/
+    log_ok: bool = False  # may span decades (times, memory): plotted on a log axis when it does
+
+    def label_for(self, devices: set[str]) -> str:
+        """The label for rows measured on `devices`; both labels when CPU and GPU rows mix."""
+        if self.cpu_label is None or "cpu" not in devices:
+            return self.label
+        if devices == {"cpu"}:
+            return self.cpu_label
+        return f"{self.label} on cuda; {self.cpu_label} on cpu"
+
+
+METRICS = {
+    metric.key: metric
+    for metric in (
+        Metric(
+            "accuracy",
+            "Accuracy",
+            "Accuracy (%, per-token test accuracy)",
+            scale=100,
+            decimals=1,
+            image="accuracy.png",
+        ),
+        Metric("exact_match", "Exact match", "Exact match (%)", scale=100, decimals=1),
+        Metric("steps", "Training steps run", "Training steps run", decimals=0),
+        Metric(
+            "train_ms",
+            "Training time",
+            "Training step time (ms)",
+            image="train_time.png",
+            log_ok=True,
+        ),
+        Metric(
+            "infer_ms",
+            "Inference time",
+            "Inference step time (ms)",
+            image="inference_time.png",
+            log_ok=True,
+        ),
+        Metric(
+            "peak_mem_mib",
+            "Memory",
+            "Peak GPU memory (MiB)",
+            cpu_label="Peak RSS above baseline (MiB)",
+            decimals=1,
+            image="memory.png",
+            log_ok=True,
+        ),
+        Metric(
+            "util_pct",
+            "Utilization",
+            "GPU utilization (%)",
+            cpu_label="CPU process utilization (%, 100 = one core)",
+            decimals=1,
+            image="utilization.png",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The finished seeds of one (model, column): their display values, or why there are none."""
+
+    values: list[float]
+    status: str  # the status words of its seeds when none finished, else ''
+
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) >= 2 else None
+
+
+def get_metric(key: str) -> Metric:
+    if key not in METRICS:
+        raise ValueError(f"unknown metric {key!r}; choose one of: {', '.join(METRICS)}")
+    return METRICS[key]
+
+
+def display_name(model: str) -> str:
+    return MODEL_NAMES.get(model, model)
+
+
+def model_order(rows: list[dict]) -> list[str]:
+    """The models present: registry order first, unknown ids after them, sorted."""
+    present = {row["model"] for row in rows}
+    return [m for m in MODEL_NAMES if m in present] + sorted(present - set(MODEL_NAMES))
+
+
+def columns(rows: list[dict]) -> list[Column]:
+    return sorted({(row["seq_len"], row["n_tokens"]) for row in rows})
+
+
+def column_label(column: Column, all_columns: list[Column]) -> str:
+    """'L=256', or 'L=256, M=16' when several token counts appear."""
+    seq_len, n_tokens = column
+    if len({n for _, n in all_columns}) > 1:
+        return f"L={seq_len}, M={n_tokens}"
+    return f"L={seq_len}"
+
+
+def devices(rows: list[dict]) -> set[str]:
+    return {row["device"] for row in rows if row.get("device")}
+
+
+def device_label(rows: list[dict]) -> str:
+    """E.g. 'cpu: AMD EPYC 7B13'; several joined by '; '."""
+    found = {(row["device"], row.get("device_name")) for row in rows if row.get("device")}
+    return "; ".join(f"{d}: {name}" if name else d for d, name in sorted(found)) or "unknown device"
+
+
+def summarize(rows: list[dict], metric: Metric) -> dict[tuple[str, Column], Cell]:
+    groups: dict[tuple[str, Column], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], (row["seq_len"], row["n_tokens"])), []).append(row)
+    cells = {}
+    for key, group in groups.items():
+        done = [row for row in group if row["status"] == "done"]
+        values = [row[metric.key] for row in done if row.get(metric.key) is not None]
+        values = [metric.scale * v for v in values if math.isfinite(v)]
+        status = "" if done else "/".join(sorted({row["status"] for row in group}))
+        cells[key] = Cell(values, status)
+    return cells
+
+
+def _markdown_table(header: list[str], body: list[list[str]], align: list[str]) -> str:
+    """Columns padded to equal width; align is '<' or '>' per column."""
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = (f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True))
+        return "| " + " | ".join(padded) + " |"
+
+    dashes = [
+        "-" * (w + 1) + ":" if a == ">" else "-" * (w + 2)
+        for a, w in zip(align, widths, strict=True)
+    ]
+    rule = "|" + "|".join(dashes) + "|"
+    return "\n".join([line(header), rule, *(line(cells) for cells in body)])
+
+
+def metric_table(rows: list[dict], metric: str) -> str:
+    """A Markdown table of one metric (a row per model, a column per length) and its footnote."""
+    spec = get_metric(metric)
+    cells = summarize(rows, spec)
+    cols = columns(rows)
+    seed_counts = Counter(len(cell.values) for cell in cells.values() if cell.values)
+    n_usual = seed_counts.most_common(1)[0][0] if seed_counts else 0
+
+    def text(cell: Cell | None) -> str:
+        if cell is None:
+            return "—"
+        if not cell.values:
+            return cell.status or "—"
+        d = spec.decimals
+        shown = (
+            f"{cell.mean:.{d}f}" if cell.std is None else f"{cell.mean:.{d}f} ± {cell.std:.{d}f}"
+        )
+        return shown if len(cell.values) == n_usual else f"{shown} (n={len(cell.values)})"
+
+    header = [spec.label_for(devices(rows)), *(column_label(c, cols) for c in cols)]
+    body = [[display_name(m), *(text(cells.get((m, c))) for c in cols)] for m in model_order(rows)]
+    table = _markdown_table(header, body, ["<", *(">" for _ in cols)])
+    footnote = (
+        f"n={n_usual} finished seeds per cell (mean ± sample std when n ≥ 2); (n=k) marks a "
+        "cell where k seeds finished, a status word one where none did, "
+        "— one not run or not measured."
+    )
+    return f"{table}\n\n{footnote}"
+
+
+def _find(config: dict, names: tuple[str, ...]) -> object | None:
+    """The first value stored under any of `names`, looking into nested dicts."""
+    for key, value in config.items():
+        if key in names:
+            return value
+    for value in config.values():
+        if isinstance(value, dict) and (found := _find(value, names)) is not None:
+            return found
+    return None
+
+
+BUDGET = (
+    ("max steps", ("max_steps",)),
+    ("batch", ("batch_size", "batch")),
+    ("lr", ("lr", "learning_rate")),
+    ("patience", ("patience",)),
+    ("eval every", ("eval_every",)),
+    ("target accuracy", ("target_accuracy", "target_acc")),
+)
+
+
+def _distinct(values: object) -> str:
+    found = sorted({str(v) for v in values if v is not None})
+    return ", ".join(found) or "not recorded"
+
+
+def _provenance(rows: list[dict], meta: dict) -> list[str]:
+    created = meta.get("created_at")
+    if isinstance(created, (int, float)):
+        created = datetime.fromtimestamp(created, tz=timezone.utc).isoformat(timespec="seconds")
+    seeds = sorted({row["seed"] for row in rows})
+    statuses = Counter(row["status"] for row in rows)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "none"
+    budget = "; ".join(
+        f"{name} {_distinct(_find(row.get('config') or {}, keys) for row in rows)}"
+        for name, keys in BUDGET
+    )
+    builds = _distinct(
+        f"{row['ssmbench_version']} (git {row.get('git_commit') or 'unknown'})"
+        for row in rows
+        if row.get("ssmbench_version")
+    )
+    train_hours = sum(row.get("train_s") or 0.0 for row in rows) / 3600
+    return [
+        f"- Preset: {meta.get('preset', 'not recorded')}",
+        f"- Device: {device_label(rows)}",
+        f"- torch {_distinct(r.get('torch_version') for r in rows)}; ssmbench {builds}; "
+        f"threads {_distinct(r.get('threads') for r in rows)}; "
+        f"scan backend {_distinct(r.get('scan_backend') for r in rows)}",
+        f"- Seeds: {', '.join(map(str, seeds)) or 'none'}",
+        f"- Step budget: {budget}",
+        f"- Cells: {len(rows)} ({counts}); training wall time {train_hours:.2f} h in all",
+        f"- Created: {created or 'not recorded'}",
+    ]
+
+
+def _error_line(error: str | None) -> str:
+    """The last line of an error (a traceback ends with the exception), fit for a table cell."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    if not lines:
+        return "—"
+    last = lines[-1].replace("|", "\\|")
+    return last if len(last) <= 160 else last[:159] + "…"
+
+
+def _failure_table(rows: list[dict]) -> str:
+    failed = [row for row in rows if row["status"] in FAILED]
+    order = {m: i for i, m in enumerate(model_order(rows))}
+    failed.sort(key=lambda r: (order[r["model"]], r["seq_len"], r["n_tokens"], r["seed"]))
+    body = [
+        [
+            display_name(r["model"]),
+            str(r["seq_len"]),
+            str(r["n_tokens"]),
+            str(r["seed"]),
+            r["status"],
+            _error_line(r.get("error")),
+        ]
+        for r in failed
+    ]
+    header = ["Model", "L", "M", "Seed", "Status", "Error (last line)"]
+    return _markdown_table(header, body, ["<", ">", ">", ">", "<", "<"])
+
+
+HOW_MEASURED = (
+    "Each cell trains one model on the selective-copying task (sequence length L, M tokens to "
+    "copy) from one seed until the step budget, the target accuracy or early stopping on "
+    "validation accuracy ends it. Accuracy is the per-token accuracy on the held-out test set; "
+    "exact match is the share of test sequences with every token right. A step time is the "
+    "median of at least 20 timed steps after at least 3 warm-up steps (training step: forward "
+    "and backward; inference step: forward without gradients); the interquartile range (IQR) of "
+    "the timed steps of each cell is in the exports (train_ms_iqr, infer_ms_iqr), while ± in "
+    "the tables is the spread over seeds. On cuda, memory is the peak GPU memory allocated by "
+    "PyTorch tensors during training (what the caching allocator reserved is in the exports as "
+    "reserved_mem_mib) and utilization is the GPU busy percentage reported by NVML while the "
+    "steps run. On cpu, memory is the peak resident set size (RSS) of the process above its "
+    "level before the cell started, and utilization is the process's CPU time over wall time "
+    "(100% = one core busy); neither is a GPU figure."
+)
+
+
+def report_markdown(rows: list[dict], curves: dict[str, list[dict]], meta: dict) -> str:
+    """The whole report: provenance, a table and figure per metric, failures, method."""
+    parts = [
+        f"# ssmbench report: {meta.get('preset', 'sweep')}",
+        "## Provenance",
+        "\n".join(_provenance(rows, meta)),
+    ]
+    for spec in METRICS.values():
+        parts += [f"## {spec.title}", metric_table(rows, spec.key)]
+        if spec.image:
+            parts.append(f"![{spec.label_for(devices(rows))}](img/{spec.image})")
+    has_curves = any(curves.get(row["id"]) for row in rows)
+    parts += [
+        "## Learning curves",
+        "Validation accuracy against training step, a line per seed, one panel per length."
+        if has_curves
+        else "No learning curves were recorded.",
+        f"![Learning curves](img/{CURVES_IMAGE})",
+    ]
+    if any(row["status"] in FAILED for row in rows):
+        parts += ["## Failed, diverged and out-of-memory cells", _failure_table(rows)]
+    parts += ["## How measured", HOW_MEASURED]
+    return "\n\n".join(parts) + "\n"
