@@ -22,11 +22,13 @@ class Fault(nn.Module):
             raise RuntimeError("injected failure")
         if self.training and self.kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.training and self.kind == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
         if self.training and self.kind == "nan":
             return x * float("nan")
         return x * self.scale
 
 
-for kind in ("raise", "nan", "kill"):
+for kind in ("raise", "nan", "kill", "oom"):
     if f"fault-{kind}" not in MODELS:
         register(f"fault-{kind}", lambda d_model, d_state, kind=kind: [Fault(d_model, kind)])

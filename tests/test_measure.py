@@ -3,7 +3,10 @@ alone; bench(): rows and failures; the study's ratios, growth and the Markdown t
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
+import subprocess
 import time
 
 import numpy as np
@@ -13,7 +16,14 @@ from torch import nn
 
 import ssmbench.experiment.bench as bench_module
 import ssmbench.experiment.measure as measure_module
-from ssmbench.experiment.bench import bench, format_bench, growth, study_ratios
+from ssmbench.experiment.bench import (
+    bench,
+    format_bench,
+    growth,
+    run_bench_command,
+    study_ratios,
+    validate_bench_args,
+)
 from ssmbench.experiment.measure import (
     MEASURES,
     PeakMemory,
@@ -165,6 +175,27 @@ def test_environment_on_cpu():
     assert env["git_commit"] is None or re.fullmatch(r"[0-9a-f]{4,}(-dirty)?", env["git_commit"])
 
 
+def test_git_commit_names_the_checkout_of_the_package(tmp_path, monkeypatch):
+    package = tmp_path / "src" / "ssmbench"
+    (package / "experiment").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.setattr(measure_module, "__file__", str(package / "experiment" / "measure.py"))
+    assert measure_module._git_commit() is None  # not a git checkout
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True)
+
+    git("init", "-q")
+    assert measure_module._git_commit() is None  # package not tracked
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    commit = git("rev-parse", "--short", "HEAD").stdout.strip()
+    assert measure_module._git_commit() == commit
+    (package / "__init__.py").write_text("changed = True\n")
+    assert measure_module._git_commit() == commit + "-dirty"
+
+
 def test_bench_measures_each_model_and_records_failures(monkeypatch):
     rows = bench(["lstm"], [8], n_tokens=2, batch_size=2, device="cpu", warmup=0, repeats=1)
     [row] = rows
@@ -200,6 +231,25 @@ def test_bench_measures_each_model_and_records_failures(monkeypatch):
         bench(["lstm"], [8], repeats=0)
     with pytest.raises(ValueError, match="at least one model and one length"):
         bench(["lstm"], [])
+
+
+def bench_args(**changes) -> argparse.Namespace:
+    args = dict(models=["lstm"], lengths=[8], n_tokens=2, batch_size=2, device="cpu", repeats=1)
+    return argparse.Namespace(**{"json": False, **args, **changes})
+
+
+def test_bench_command_checks_its_arguments_then_prints_tables_or_json(capsys):
+    with pytest.raises(ValueError, match="unknown model"):
+        validate_bench_args(bench_args(models=["no-such-model"]))
+    with pytest.raises(ValueError, match="seq_len must be >= 1"):
+        validate_bench_args(bench_args(lengths=[0]))
+    validate_bench_args(bench_args())
+    run_bench_command(bench_args())
+    out, err = capsys.readouterr()
+    assert "| lstm | 8 |" in out and "lstm at 8: done, train" in err
+    run_bench_command(bench_args(json=True))
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["model"] == "lstm" and row["status"] == "done"
 
 
 def row(model: str, seq_len: int, train_ms: float, peak_mem_mib: float, **extra) -> dict:

@@ -90,6 +90,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "executor": args.executor,
         "workers": args.workers,
         "ray_address": args.ray_address,
+        "plugins": args.plugins,
     }
     overrides = {k: v for k, v in flat.items() if v is not None}
     if args.steps is not None:
@@ -102,9 +103,6 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
     from ssmbench.experiment.sweep import check_compatible, check_writable
 
     config = load_config(args.preset, args.config, _overrides(args))
-    out = args.out or Path("runs") / config.preset
-    check_writable(out)
-    check_compatible(config, out, args.force)
     if config.executor == "ray":
         from ssmbench.experiment.executors.ray_cluster import check_address
 
@@ -113,6 +111,9 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
         from ssmbench.experiment.measure import resolve_device
 
         resolve_device(config.device)
+    out = args.out or Path("runs") / config.preset
+    check_writable(out)
+    check_compatible(config, out, args.force)
     return config, out
 
 
@@ -121,7 +122,7 @@ def _store_at(out: Path) -> Any:
 
     if not (out / FILENAME).is_file():
         raise ConfigError(f"no results in {out}: run `ssmbench run --out {out}` first")
-    return Store(out / FILENAME)
+    return Store(out / FILENAME, readonly=True)
 
 
 def _models() -> None:

@@ -3,7 +3,10 @@ and the ratios the study's claims rest on, next to the study's own figures and o
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
+import sys
 from collections.abc import Callable
 
 import torch
@@ -74,6 +77,27 @@ METRIC_NAMES = {"train_ms": "train time", "peak_mem_mib": "peak memory"}
 GROWTH_TARGET = {(256, 784): 3.5}  # train time at the long length / at the short, <= target
 
 
+def _checked_tasks(
+    models: list[str],
+    lengths: list[int],
+    n_tokens: int,
+    vocab_size: int,
+    batch_size: int,
+    warmup: int,
+    repeats: int,
+) -> list[SelectiveCopy]:
+    """The task at each length, once every argument is known good (ValueError otherwise)."""
+    if not models or not lengths:
+        raise ValueError("bench needs at least one model and one length")
+    unknown = [name for name in models if name not in names()]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(names())}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_counts(warmup, repeats)
+    return [SelectiveCopy(length, n_tokens, vocab_size) for length in lengths]
+
+
 def bench(
     models: list[str],
     lengths: list[int],
@@ -92,15 +116,7 @@ def bench(
     """One row per (model, length), lengths outermost so that the models compared at one length
     are measured one after another. A model that fails (e.g. out of memory) gives a row with
     status 'oom' or 'failed' and the error text; the others have status 'done'."""
-    if not models or not lengths:
-        raise ValueError("bench needs at least one model and one length")
-    unknown = [name for name in models if name not in names()]
-    if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(names())}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    check_counts(warmup, repeats)
-    tasks = [SelectiveCopy(length, n_tokens, vocab_size) for length in lengths]
+    tasks = _checked_tasks(models, lengths, n_tokens, vocab_size, batch_size, warmup, repeats)
     torch_device = resolve_device(device)
     env = environment(torch_device)
     rows = []
@@ -264,7 +280,8 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
     backends = sorted({row["scan_backend"] for row in rows if row["scan_backend"] is not None})
     where = (
         f"Measured on {first['device']} ({first['device_name']}), torch {first['torch_version']}, "
-        f"threads: {first['threads']}, scan backend: {', '.join(backends) or 'none (no S6 model)'}; "
+        f"threads: {first['threads']}, "
+        f"scan backend: {', '.join(backends) or 'none (no S6 model)'}; "
         f"ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
         f"batch {first['batch_size']}, {first['n_tokens']} tokens, median and IQR of "
         f"{first['repeats']} steps after {first['warmup']} warm-up steps."
@@ -309,3 +326,32 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
             _table(growth_header, growth_lines) if growth_lines else "(no model at two lengths)",
         ]
     )
+
+
+def validate_bench_args(args: argparse.Namespace) -> None:
+    """Check `ssmbench bench`'s arguments before anything is built (ValueError says the fix)."""
+    _checked_tasks(args.models or names(), args.lengths, args.n_tokens, 16, args.batch_size, 0,
+                   args.repeats)  # fmt: skip
+    resolve_device(args.device)
+
+
+def run_bench_command(args: argparse.Namespace) -> None:
+    """`ssmbench bench`: progress on stderr, then the tables (or the rows as JSON) on stdout."""
+
+    def progress(row: dict) -> None:
+        cost = f"train {row['train_ms']:.2f} ms" if row["status"] == "done" else row["error"]
+        print(f"{row['model']} at {row['seq_len']}: {row['status']}, {cost}", file=sys.stderr)
+
+    rows = bench(
+        args.models or names(),
+        args.lengths,
+        n_tokens=args.n_tokens,
+        batch_size=args.batch_size,
+        device=args.device,
+        repeats=args.repeats,
+        on_row=progress,
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_bench(rows, study_ratios(rows), growth(rows)))

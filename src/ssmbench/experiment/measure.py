@@ -8,7 +8,7 @@ the caller (data generation is never timed):
     infer step = forward under torch.inference_mode(), model in eval mode
 
 Each is run `warmup` times untimed, then `repeats` times, each timed alone with time.perf_counter
-between two device synchronizations. A time is reported as the median m and the interquartile
+between two device synchronizations. A time is reported as the median and the interquartile
 range q75 - q25 of those samples (linear interpolation between order statistics), in ms.
 
 Peak memory covers the whole training phase: the model copy, its gradients, Adam's state, the

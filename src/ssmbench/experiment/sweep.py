@@ -45,7 +45,7 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
     if not path.exists() or force:
         return
     try:
-        with Store(path) as store:
+        with Store(path, readonly=True) as store:
             previous = store.get_meta("fingerprint")
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
         raise ConfigError(

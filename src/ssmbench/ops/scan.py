@@ -11,14 +11,22 @@ d // (D // G).
 Arithmetic is float32 (float64 when any input is float64); out has u's dtype and the last state
 h_{L-1} (B, D, N) has the arithmetic dtype.
 
-Backends: 'reference' (the plain recurrence, the oracle), 'torch' (pure PyTorch with a hand-written
-backward: 'torch-sequential', a loop over time steps, or 'torch-chunked', a log-depth parallel scan
-inside chunks), 'cuda' (mamba_ssm's kernel). See `resolve_backend` for how one is chosen.
+Backends (see `resolve_backend` for how one is chosen):
+  'reference'  the recurrence step by step with autograd: the oracle, memory O(B D L N).
+  'torch'      pure PyTorch, a custom autograd Function over chunks of T steps. Forward keeps only
+               the state at each chunk boundary; backward recomputes a chunk's states from it and
+               runs the adjoint λ_t = C_t dL/dy_t + exp(Δ_{t+1} A) λ_{t+1} in reverse time. Within a
+               chunk, either one fused multiply-add per step ('torch-sequential', fastest on CPU)
+               or recursive doubling over the chunk ('torch-chunked', fewer kernel launches for
+               GPUs). Exact: exp(Δ A) is computed as exp2(Δ A log2 e), the same function.
+               out and the gradients of u, delta, z are (B, D, L) views of time-major buffers.
+  'cuda'       mamba_ssm's selective_scan_fn.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from typing import NamedTuple
@@ -29,12 +37,15 @@ from torch.autograd.function import once_differentiable
 
 BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda")
 ENV_VAR = "SSMBENCH_SCAN"
-# The 'torch' path per device type. CPU (2 threads, B=8, D=128, N=16, L=784, fwd+bwd): the
-# sequential loop is ~4x faster than the chunked parallel scan. The GPU choice is not yet measured.
+# The 'torch' path per device type. CPU (benchmarks/scan.py, 1 thread, B=8, D=128, N=16, L=784):
+# the sequential loop is ~4.5x faster than the chunked parallel scan, forward + backward. On CUDA
+# the chunked scan needs ~L / CHUNK_SIZE * log2(CHUNK_SIZE) kernel launches instead of ~4 L; that
+# choice and its chunk size are not yet measured on a GPU.
 TORCH_PATH_BY_DEVICE = {"cpu": "torch-sequential", "cuda": "torch-chunked"}
-# Time steps per chunk: the unit of vectorized precomputation, of the states kept for the backward
-# (one per chunk) and, for 'torch-chunked', of one parallel scan.
-CHUNK_SIZE = {"torch-sequential": 64, "torch-chunked": 128}
+# Time steps per chunk: the unit of vectorized work, of the states kept for the backward (one per
+# chunk) and, for 'torch-chunked', of one parallel scan. CPU: 32 was fastest of 16..256 (its
+# (T, B, N, D) workspace stays in cache).
+CHUNK_SIZE = {"torch-sequential": 32, "torch-chunked": 128}
 
 _default_backend = "auto"
 
@@ -86,13 +97,13 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
     if name == "torch":
         return TORCH_PATH_BY_DEVICE.get(device.type, "torch-sequential")
     if name == "cuda":
-        if device.type != "cuda":
-            raise ValueError(f"scan backend 'cuda' needs CUDA tensors, got device {device}")
         if _mamba_selective_scan_fn() is None:
             raise ValueError(
                 "scan backend 'cuda' needs mamba_ssm, which does not import: "
                 'pip install "ssmbench[cuda]"'
             )
+        if device.type != "cuda":
+            raise ValueError(f"scan backend 'cuda' needs CUDA tensors, got device {device}")
         return "cuda-mamba_ssm"
     return name
 
@@ -259,13 +270,21 @@ def _outer(v: torch.Tensor, X: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _Scan(NamedTuple):
-    """The inputs time-major, in the arithmetic dtype where they are small, and the chunking."""
+def _to_time_major(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, D, L) -> contiguous (L, B, D) in dtype, one copy."""
+    return torch.empty(x.shape[2], *x.shape[:2], dtype=dtype, device=x.device).copy_(
+        x.permute(2, 0, 1)
+    )
 
-    u: torch.Tensor  # (L, B, D), a view
-    delta: torch.Tensor  # (L, B, D), a view
-    z: torch.Tensor | None  # (L, B, D), a view
+
+class _Scan(NamedTuple):
+    """The inputs time-major in the arithmetic dtype, the chunking and a chunk's workspace."""
+
+    u: torch.Tensor  # (L, B, D)
+    delta: torch.Tensor  # (L, B, D)
+    z: torch.Tensor | None  # (L, B, D)
     A_T: torch.Tensor  # (N, D)
+    A_T_log2e: torch.Tensor  # A_T log2(e): exp(Δ A) = exp2(Δ A log2 e), which is ~4x faster on CPU
     Bs: torch.Tensor  # (L, B or 1, N, G)
     Cs: torch.Tensor  # (L, B or 1, N, G)
     D: torch.Tensor | None
@@ -280,11 +299,13 @@ class _Scan(NamedTuple):
         dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
         batch, dim, length = u.shape
         chunk_size = CHUNK_SIZE[path]
+        A_T = A.to(dtype).T.contiguous()
         return cls(
-            u=u.permute(2, 0, 1),
-            delta=delta.permute(2, 0, 1),
-            z=None if z is None else z.permute(2, 0, 1),
-            A_T=A.to(dtype).T,
+            u=_to_time_major(u, dtype),
+            delta=_to_time_major(delta, dtype),
+            z=None if z is None else _to_time_major(z, dtype),
+            A_T=A_T,
+            A_T_log2e=A_T * math.log2(math.e),
             Bs=_time_major(B, dim, length, dtype),
             Cs=_time_major(C, dim, length, dtype),
             D=None if D is None else D.to(dtype),
@@ -297,8 +318,7 @@ class _Scan(NamedTuple):
 
     def steps(self, chunk: slice) -> tuple[torch.Tensor, ...]:
         """u, Δ before softplus, Δ and Δ u of one chunk, each (T, B, D)."""
-        dtype = self.A_T.dtype
-        u, dt_raw = self.u[chunk].to(dtype), self.delta[chunk].to(dtype)
+        u, dt_raw = self.u[chunk], self.delta[chunk]
         if self.delta_bias is not None:
             dt_raw = dt_raw + self.delta_bias
         dt = F.softplus(dt_raw) if self.delta_softplus else dt_raw
@@ -308,7 +328,7 @@ class _Scan(NamedTuple):
         """Decays exp(Δ_t A) and states h_t of one chunk, both (T, B, N, D) in the workspace,
         from the state h0 (B, N, D) before it."""
         dA, h = self.workspace[0, : len(dt)], self.workspace[1, : len(dt)]
-        torch.mul(dt[:, :, None], self.A_T, out=dA).exp_()
+        torch.mul(dt[:, :, None], self.A_T_log2e, out=dA).exp2_()
         _outer(dtu, self.Bs[chunk], out=h)
         h[0].addcmul_(dA[0], h0)
         self.solve(dA, h, False)
@@ -327,7 +347,7 @@ class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, path):
         s = _Scan.prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, path)
-        out = torch.empty_like(s.u)  # (L, B, D), laid out like u
+        out = torch.empty_like(s.u, dtype=u.dtype)  # (L, B, D)
         boundaries = s.workspace.new_empty(
             len(s.chunks), *s.workspace.shape[2:]
         )  # (chunks, B, N, D)
@@ -337,7 +357,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             u_c, _, dt, dtu = s.steps(chunk)
             _, h = s.states(chunk, dt, dtu, boundaries[c])
             y = s.y(chunk, u_c, h)
-            out[chunk] = y if z is None else y.mul_(F.silu(s.z[chunk].to(y.dtype)))
+            out[chunk] = y if z is None else y.mul_(F.silu(s.z[chunk]))
             h_last = h[-1]
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, boundaries)
         ctx.delta_softplus, ctx.path = delta_softplus, path
@@ -348,10 +368,10 @@ class _SelectiveScanFn(torch.autograd.Function):
     def backward(ctx, g_out, g_last):
         u, delta, A, B, C, D, z, delta_bias, boundaries = ctx.saved_tensors
         s = _Scan.prepare(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ctx.path)
-        dtype = s.A_T.dtype
-        g_out = g_out.permute(2, 0, 1)  # (L, B, D)
-        g_u, g_delta = torch.empty_like(s.u), torch.empty_like(s.delta)  # (L, B, D)
-        g_z = None if z is None else torch.empty_like(s.z)
+        g_out = _to_time_major(g_out, s.u.dtype)  # (L, B, D)
+        g_u = torch.empty_like(s.u, dtype=u.dtype)  # (L, B, D)
+        g_delta = torch.empty_like(s.delta, dtype=delta.dtype)
+        g_z = None if z is None else torch.empty_like(s.z, dtype=z.dtype)
         g_A_T = torch.zeros_like(s.A_T)
         g_Bs = torch.zeros_like(s.A_T) if B.dim() == 2 else torch.empty_like(s.Bs)
         g_Cs = torch.zeros_like(s.A_T) if C.dim() == 2 else torch.empty_like(s.Cs)
@@ -364,9 +384,9 @@ class _SelectiveScanFn(torch.autograd.Function):
             chunk, h0 = s.chunks[c], boundaries[c]
             u_c, dt_raw, dt, dtu = s.steps(chunk)
             dA, h = s.states(chunk, dt, dtu, h0)
-            g_y = g_out[chunk].to(dtype)  # dL/dy (T, B, D)
+            g_y = g_out[chunk]  # dL/dy (T, B, D)
             if z is not None:
-                z_c = s.z[chunk].to(dtype)
+                z_c = s.z[chunk]
                 sig = torch.sigmoid(z_c)
                 silu = z_c * sig
                 d_silu = silu.mul(1 - sig).add_(sig)
@@ -390,7 +410,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             q[1:] *= h[:-1]
             q[0] *= h0
             g_dt = torch.mul(q, s.A_T, out=h).sum(2).addcmul_(g_dtu, u_c)  # dL/dΔ (T, B, D)
-            g_A_T += q.mul_(dt[:, :, None]).sum((0, 1))
+            g_A_T += q.sum((0, 1))
             g_u_c = g_dtu.mul_(dt)
             g_u[chunk] = g_u_c if D is None else g_u_c.addcmul_(g_y, s.D)
             if ctx.delta_softplus:
@@ -425,7 +445,8 @@ def selective_scan(
     return_last_state: bool = False,
     backend: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The selective scan of the module docstring on the backend `resolve_backend` picks."""
+    """The selective scan of the module docstring on the backend `resolve_backend` picks: out
+    (B, D, L), or (out, last_state (B, D, N)) if return_last_state."""
     path = resolve_backend(u.device, backend)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if path == "reference":

@@ -1,0 +1,1 @@
+"""Experiments: configure, train, measure, store and sweep cells of model × task × seed."""
