@@ -10,19 +10,31 @@ freed heap memory to the system), and the ratios reference / method.
 
     python benchmarks/scan.py [--device cpu|cuda] [--lengths 256 512 784 2048] [--json]
                               [--threads T] [--clock wall|process]
+
+OMP_WAIT_POLICY defaults to PASSIVE here: with OpenMP's default spin-waiting, every parallel region
+leaves the worker thread spinning, and on a machine shared with other processes the 'torch' paths
+(hundreds of parallel regions per call) ran ~4x slower than the reference at 2 threads instead of
+~9x faster. Set OMP_WAIT_POLICY=ACTIVE to measure the default.
 """
 
 import argparse
 import ctypes
 import functools
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP
 
-from ssmbench.ops.scan import resolve_backend, selective_scan, selective_scan_reference
+import torch  # noqa: E402
+
+from ssmbench.ops.scan import (  # noqa: E402
+    resolve_backend,
+    selective_scan,
+    selective_scan_reference,
+)
 
 BATCH, DIM, N_STATE = 8, 128, 16
 
@@ -150,6 +162,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "clock": args.clock,
+        "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
         "repeats": args.repeats,
         "shape": {"B": BATCH, "D": DIM, "N": N_STATE},
         "torch_picks": resolve_backend(args.device, "torch"),

@@ -18,7 +18,9 @@ def test_smoke_end_to_end(tmp_path):
     out = tmp_path / "smoke"
     run = subprocess.run(
         ["ssmbench", "run", "--preset", "smoke", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert f"report: {out / 'report.md'}" in run.stdout
@@ -38,16 +40,38 @@ def test_smoke_end_to_end(tmp_path):
         assert (out / "img" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((out / "checkpoints").iterdir()), "finished cells leave no checkpoint"
 
-    exported = json.loads(subprocess.run(
-        ["ssmbench", "export", str(out), "--format", "json"],
-        capture_output=True, text=True, check=True).stdout)
-    assert {"model", "seq_len", "n_tokens", "seed", "status", "accuracy", "exact_match",
-            "train_ms", "infer_ms", "peak_mem_mib", "util_pct", "device", "steps"} <= set(exported[0])
+    exported = json.loads(
+        subprocess.run(
+            ["ssmbench", "export", str(out), "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert {
+        "model",
+        "seq_len",
+        "n_tokens",
+        "seed",
+        "status",
+        "accuracy",
+        "exact_match",
+        "train_ms",
+        "infer_ms",
+        "peak_mem_mib",
+        "util_pct",
+        "device",
+        "steps",
+    } <= set(exported[0])
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.md").exists()
 
-    again = subprocess.run(["ssmbench", "run", "--preset", "smoke", "--out", str(out)],
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        ["ssmbench", "run", "--preset", "smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0 and "done —" not in again.stderr, "finished cells are skipped"
 
 
@@ -62,8 +86,11 @@ def existing(tmp_path):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def yaml_file(tmp_path: Path, text: str) -> str:
@@ -91,8 +118,10 @@ BAD = {
     "missing config file": (["--config", "/nonexistent/ssmbench.yaml"], "cannot read config"),
     "unknown option": (["--learning-rate", "3"], "unrecognized arguments"),
     "cuda without cuda": (["--device", "cuda"], "--device cuda"),
-    "unreachable ray": (["--executor", "ray", "--ray-address", "127.0.0.1:1"],
-                        "cannot reach a Ray cluster"),
+    "unreachable ray": (
+        ["--executor", "ray", "--ray-address", "127.0.0.1:1"],
+        "cannot reach a Ray cluster",
+    ),
     "bad ray address": (["--executor", "ray", "--ray-address", "nowhere"], "HOST:PORT"),
     "missing plugin": (["--plugins", "no_such_module_xyz"], "cannot import plugin"),
     "unknown scan": (["--scan", "fast"], "invalid choice"),
@@ -100,8 +129,9 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, existing, tmp_path, capsys,
-                                                            monkeypatch):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    case, existing, tmp_path, capsys, monkeypatch
+):
     args, expected = BAD[case]
     if isinstance(args, str):
         args = ["--config", yaml_file(tmp_path, args)]
@@ -120,13 +150,17 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, existing, tmp_
     assert not fresh.exists(), "nothing written"
     assert snapshot(existing) == before, "existing store untouched"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["existing", *(["config.yaml"] if "config.yaml" in str(args) else [])])
+        ["existing", *(["config.yaml"] if "config.yaml" in str(args) else [])]
+    )
 
 
 @pytest.mark.parametrize(
     ("out", "expected"),
-    [("/proc/ssmbench-out", "not writable"), ("afile/sub", "is not a folder"),
-     ("afile", "is a file")],
+    [
+        ("/proc/ssmbench-out", "not writable"),
+        ("afile/sub", "is not a folder"),
+        ("afile", "is a file"),
+    ],
 )
 def test_unusable_output_folder(out, expected, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -140,8 +174,23 @@ def test_unusable_output_folder(out, expected, tmp_path, capsys, monkeypatch):
 def test_other_config_folder_is_refused_then_forced(existing, capsys):
     assert main(["run", "--preset", "smoke", "--out", str(existing)]) == 2
     assert "different config" in capsys.readouterr().err
-    assert main(["run", "--preset", "smoke", "--models", "lstm", "--lengths", "8",
-                 "--out", str(existing), "--force"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "smoke",
+                "--models",
+                "lstm",
+                "--lengths",
+                "8",
+                "--out",
+                str(existing),
+                "--force",
+            ]
+        )
+        == 0
+    )
     with Store(existing / FILENAME, readonly=True) as store:
         assert [r["id"] for r in store.rows()] == ["lstm/L8/M2/s0"]
 
@@ -154,8 +203,11 @@ def test_report_and_export_need_a_store(tmp_path, capsys):
 
 
 def test_console_script_error_is_one_line_without_traceback(tmp_path):
-    run = subprocess.run(["ssmbench", "run", "--models", "foo", "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        ["ssmbench", "run", "--models", "foo", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
 

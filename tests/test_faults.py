@@ -14,24 +14,39 @@ from ssmbench.experiment.executors.local import LocalExecutor
 from ssmbench.experiment.store import FILENAME, Store
 from ssmbench.experiment.sweep import run_sweep
 
-FAULTS = {"fault-raise": "failed", "fault-nan": "diverged", "fault-kill": "failed",
-          "fault-oom": "oom", "lstm": "done"}
-ERRORS = {"fault-raise": "injected failure", "fault-nan": "nan", "fault-kill": "died",
-          "fault-oom": "out of memory"}
+FAULTS = {
+    "fault-raise": "failed",
+    "fault-nan": "diverged",
+    "fault-kill": "failed",
+    "fault-oom": "oom",
+    "lstm": "done",
+}
+ERRORS = {
+    "fault-raise": "injected failure",
+    "fault-nan": "nan",
+    "fault-kill": "died",
+    "fault-oom": "out of memory",
+}
 
 
 def fault_config(executor: str):
-    return load_config("smoke", overrides={
-        "models": list(FAULTS), "lengths": [8], "plugins": ["faulty_models"],
-        "executor": executor, "workers": 2, "train": {"max_steps": 20},
-    })
+    return load_config(
+        "smoke",
+        overrides={
+            "models": list(FAULTS),
+            "lengths": [8],
+            "plugins": ["faulty_models"],
+            "executor": executor,
+            "workers": 2,
+            "train": {"max_steps": 20},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install ssmbench[ray]`")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
 
@@ -50,8 +65,13 @@ def check_faults(out, executor):
 
     run_sweep(fault_config(executor), out)  # retries only the unfinished (failed) cells
     attempts = {m: r["attempts"] for m, r in rows_by_model(out).items()}
-    assert attempts == {"fault-raise": 2, "fault-kill": 2, "fault-nan": 1, "fault-oom": 1,
-                        "lstm": 1}
+    assert attempts == {
+        "fault-raise": 2,
+        "fault-kill": 2,
+        "fault-nan": 1,
+        "fault-oom": 1,
+        "lstm": 1,
+    }
 
 
 def test_faults_local(tmp_path):
@@ -66,8 +86,9 @@ def test_faults_ray(tmp_path, ray_cluster):
 
 
 def test_ray_gives_the_local_executors_metrics(tmp_path, ray_cluster):
-    config = load_config("smoke", overrides={"seeds": [0, 1], "models": ["mamba-s6", "lstm"],
-                                             "threads": 1})  # same float reductions in both
+    config = load_config(
+        "smoke", overrides={"seeds": [0, 1], "models": ["mamba-s6", "lstm"], "threads": 1}
+    )  # same float reductions in both
     run_sweep(config, tmp_path / "local", executor=LocalExecutor(workers=2))
     run_sweep(config.model_copy(update={"executor": "ray"}), tmp_path / "ray")
     learned = ("accuracy", "exact_match", "steps", "best_step", "best_val_accuracy", "params")
@@ -78,15 +99,31 @@ def test_ray_gives_the_local_executors_metrics(tmp_path, ray_cluster):
         for cell_id, row in local.items():
             assert row["status"] == on_ray[cell_id]["status"] == "done"
             assert {k: row[k] for k in learned} == {k: on_ray[cell_id][k] for k in learned}
-        strip = {cid: [(p["step"], p["train_loss"], p["val_accuracy"]) for p in curve]
-                 for cid, curve in a.curves().items()}
-        assert strip == {cid: [(p["step"], p["train_loss"], p["val_accuracy"]) for p in curve]
-                         for cid, curve in b.curves().items()}
+        strip = {
+            cid: [(p["step"], p["train_loss"], p["val_accuracy"]) for p in curve]
+            for cid, curve in a.curves().items()
+        }
+        assert strip == {
+            cid: [(p["step"], p["train_loss"], p["val_accuracy"]) for p in curve]
+            for cid, curve in b.curves().items()
+        }
 
 
 def test_driver_killed_mid_sweep_resumes_with_every_cell_done_once(tmp_path):
-    command = ["ssmbench", "run", "--preset", "smoke", "--models", "lstm,s4d-real",
-               "--lengths", "8,12,16", "--steps", "60", "--out", str(tmp_path)]
+    command = [
+        "ssmbench",
+        "run",
+        "--preset",
+        "smoke",
+        "--models",
+        "lstm,s4d-real",
+        "--lengths",
+        "8,12,16",
+        "--steps",
+        "60",
+        "--out",
+        str(tmp_path),
+    ]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / FILENAME
     deadline = time.time() + 180
@@ -109,7 +146,9 @@ def test_driver_killed_mid_sweep_resumes_with_every_cell_done_once(tmp_path):
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     with sqlite3.connect(db) as conn:
         cells = conn.execute("SELECT id, status FROM cells").fetchall()
-        curve_rows = conn.execute("SELECT cell_id, COUNT(*) FROM curves GROUP BY cell_id").fetchall()
+        curve_rows = conn.execute(
+            "SELECT cell_id, COUNT(*) FROM curves GROUP BY cell_id"
+        ).fetchall()
     assert len(cells) == 6 and {s for _, s in cells} == {"done"}
     assert len({cid for cid, _ in cells}) == 6
     assert dict(curve_rows) == {cid: 6 for cid, _ in cells}, "one curve point per eval, no repeats"

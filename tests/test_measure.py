@@ -139,9 +139,9 @@ def test_cpu_utilization_is_process_time_over_wall_time_and_threads(monkeypatch)
     busy = busy_utilization()
     assert idle.kind == busy.kind == "cpu-process"
     assert 0 <= idle.pct < 5
-    assert idle.pct < busy.pct <= 100
+    assert idle.pct < busy.pct <= 105  # 5%: process and wall clocks tick differently
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert busy_utilization().pct <= 25  # one busy thread of four
+    assert busy_utilization().pct <= 25 * 1.05  # one busy thread of four
 
 
 def test_measure_rejects_bad_counts():

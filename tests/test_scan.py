@@ -86,9 +86,11 @@ def torch_path(path):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Chunks of 4 steps, so that length 11 has three, the last one short."""
-    monkeypatch.setitem(scan.CHUNK_SIZE, "torch-sequential", 4)
-    monkeypatch.setitem(scan.CHUNK_SIZE, "torch-chunked", 4)
+    """Chunks of 4 steps of make_inputs' default sizes, so that length 11 has three, the last one
+    short."""
+    elements = 4 * 2 * 3 * 4  # T B N D
+    monkeypatch.setitem(scan.CHUNK_ELEMENTS, "torch-sequential", elements)
+    monkeypatch.setitem(scan.CHUNK_ELEMENTS, "torch-chunked", elements)
 
 
 # The 'torch' paths against the reference
@@ -110,8 +112,8 @@ def test_matches_reference_float64(small_chunks, path, bc_shape, options):
 @pytest.mark.parametrize("path", TORCH_PATHS)
 @pytest.mark.parametrize("bc_shape", BC_SHAPES)
 def test_matches_reference_float32_default_chunks(path, bc_shape):
-    """Length 300 spans several chunks of the default sizes, the last one short."""
-    args, kwargs = make_inputs(bc_shape, OPTIONS, dim=8, n=5, length=300, dtype=torch.float32)
+    """Default chunks: three of 256 steps for torch-sequential, the last one short."""
+    args, kwargs = make_inputs(bc_shape, OPTIONS, 4, 32, 16, length=600, dtype=torch.float32)
     expected = outputs_and_grads(selective_scan_reference, args, kwargs)
     assert_all_close(outputs_and_grads(torch_path(path), args, kwargs), expected, rtol=1e-4)
 

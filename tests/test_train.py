@@ -126,23 +126,6 @@ def test_diverging_loss_is_reported():
         train(cell("fault-nan", steps=20), CPU)
 
 
-LEARNING = {
-    "lengths": [32],
-    "task": {"n_tokens": 4, "vocab_size": 16},
-    "arch": {"d_model": 64, "n_layers": 2, "d_state": 16},
-    "train": {
-        "batch_size": 32,
-        "lr": 3e-3,
-        "warmup_steps": 100,
-        "grad_clip": 1.0,
-        "eval_every": 100,
-        "patience": None,
-        "val_size": 256,
-        "test_size": 512,
-    },
-}
-
-
 @pytest.mark.slow
 def test_mamba_s6_learns_selective_copying_and_gated_mlp_cannot():
     """A fixed budget of 700 steps: Mamba-S6 >= 0.9, the token-blind gated MLP <= 0.2."""
@@ -151,10 +134,10 @@ def test_mamba_s6_learns_selective_copying_and_gated_mlp_cannot():
     for model, steps in (("mamba-s6", 700), ("gated-mlp", 200)):
         config = load_config(
             "quick",
-            overrides={
-                **LEARNING,
+            overrides={  # d_model 64, 2 layers, batch 32, lr 3e-3
                 "models": [model],
-                "train": {**LEARNING["train"], "max_steps": steps},
+                "lengths": [32],
+                "train": {"max_steps": steps, "val_size": 256, "test_size": 512},
             },
         )
         results[model] = train(config.cells()[0], CPU)[1].accuracy

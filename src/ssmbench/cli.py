@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ssmbench.experiment.config import PRESETS, ConfigError
+from ssmbench.ops.scan import BACKENDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_list_of(int, "integers"))
     run.add_argument("--steps", type=int, help="maximum training steps per cell")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--scan", choices=["auto", "reference", "torch", "cuda"])
+    run.add_argument("--scan", choices=BACKENDS)
     run.add_argument("--threads", type=int, help="torch threads per cell")
     run.add_argument(
         "--plugins",
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"])
     run.add_argument("--workers", type=int, help="cells at once (local executor)")
     run.add_argument("--ray-address", help="auto or HOST:PORT of a running Ray cluster")
+    run.add_argument("--ray-num-cpus", type=float, help="CPUs per cell on Ray (default 1)")
+    run.add_argument("--ray-num-gpus", type=float, help="GPUs per CUDA cell on Ray (default 1)")
+    run.add_argument("--retries", type=int, help="Ray retries of a cell whose worker died")
     run.add_argument("--out", type=Path, help="output folder (default runs/PRESET)")
     run.add_argument("--force", action="store_true", help="discard results of another config")
 
@@ -91,6 +95,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "ray_address": args.ray_address,
         "plugins": args.plugins,
+        "ray_num_cpus": args.ray_num_cpus,
+        "ray_num_gpus": args.ray_num_gpus,
+        "retries": args.retries,
     }
     overrides = {k: v for k, v in flat.items() if v is not None}
     if args.steps is not None:

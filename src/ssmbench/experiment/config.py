@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from ssmbench.models import names as model_names
+from ssmbench.ops.scan import BACKENDS
 from ssmbench.tasks import MAX_TRAIN_SEED, TASKS
 
 
@@ -69,7 +70,7 @@ class _Cell(_Strict):
     train: TrainConfig = TrainConfig()
     measure: MeasureConfig = MeasureConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    scan: Literal["auto", "reference", "torch", "cuda"] = "auto"
+    scan: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
     threads: PositiveInt | None = None
 
     @field_validator("plugins")
@@ -158,14 +159,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "task": {"n_tokens": 4, "vocab_size": 16},
         "arch": {"d_model": 64, "n_layers": 2, "d_state": 16},
         "train": {
-            "max_steps": 1_200,
+            "max_steps": 1_000,
             "batch_size": 32,
             "lr": 3e-3,
             "warmup_steps": 100,
             "grad_clip": 1.0,
             "eval_every": 100,
             "patience": None,
-            "checkpoint_every": 200,
+            "checkpoint_every": 250,
             "val_size": 512,
             "test_size": 1_024,
         },

@@ -86,7 +86,7 @@ def run_sweep(
     config: SweepConfig, out: Path, force: bool = False, executor: Executor | None = None
 ) -> Path:
     """Run every unfinished cell, record it, and write the report; returns the report's path."""
-    out = Path(out)
+    out = Path(out).resolve()  # workers may run elsewhere: Ray's start in their own folder
     with open_store(config, out, force) as store:
         todo = [c for c in config.cells() if store.status(c.id) not in FINISHED]
         configs = {c.id: c.model_dump() for c in todo}

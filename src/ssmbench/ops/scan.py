@@ -37,15 +37,16 @@ from torch.autograd.function import once_differentiable
 
 BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda")
 ENV_VAR = "SSMBENCH_SCAN"
-# The 'torch' path per device type. CPU (benchmarks/scan.py, 1 thread, B=8, D=128, N=16, L=784):
-# the sequential loop is ~4.5x faster than the chunked parallel scan, forward + backward. On CUDA
-# the chunked scan needs ~L / CHUNK_SIZE * log2(CHUNK_SIZE) kernel launches instead of ~4 L; that
-# choice and its chunk size are not yet measured on a GPU.
+# The 'torch' path per device type. CPU (benchmarks/scan.py, B=8, D=128, N=16, L=784, forward +
+# backward): the sequential loop is 5-12x faster than the chunked parallel scan. On CUDA the chunked
+# scan needs ~(L / T) log2(T) kernel launches instead of ~4 L; that choice and its chunk size are
+# not yet measured on a GPU.
 TORCH_PATH_BY_DEVICE = {"cpu": "torch-sequential", "cuda": "torch-chunked"}
-# Time steps per chunk: the unit of vectorized work, of the states kept for the backward (one per
-# chunk) and, for 'torch-chunked', of one parallel scan. CPU: 32 was fastest of 16..256 (its
-# (T, B, N, D) workspace stays in cache).
-CHUNK_SIZE = {"torch-sequential": 32, "torch-chunked": 128}
+# Elements of one (T, B, N, D) chunk buffer, which fixes the chunk length T = this // (B N D): the
+# unit of vectorized work, of the states kept for the backward (one per chunk) and, for
+# 'torch-chunked', of one parallel scan. CPU: 2^19 (2 MiB in float32, so the workspace stays in
+# cache) was fastest or within 5% of it for B N D from 4K to 128K. GPU: large chunks, few launches.
+CHUNK_ELEMENTS = {"torch-sequential": 2**19, "torch-chunked": 2**24}
 
 _default_backend = "auto"
 
@@ -298,7 +299,7 @@ class _Scan(NamedTuple):
     def prepare(cls, u, delta, A, B, C, D, z, delta_bias, delta_softplus, path) -> _Scan:
         dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
         batch, dim, length = u.shape
-        chunk_size = CHUNK_SIZE[path]
+        chunk_size = max(1, CHUNK_ELEMENTS[path] // (batch * A.shape[1] * dim))
         A_T = A.to(dtype).T.contiguous()
         return cls(
             u=_to_time_major(u, dtype),
@@ -348,10 +349,9 @@ class _SelectiveScanFn(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, path):
         s = _Scan.prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, path)
         out = torch.empty_like(s.u, dtype=u.dtype)  # (L, B, D)
-        boundaries = s.workspace.new_empty(
-            len(s.chunks), *s.workspace.shape[2:]
-        )  # (chunks, B, N, D)
-        h_last = s.workspace.new_zeros(s.workspace.shape[2:])  # (B, N, D)
+        state_shape = s.workspace.shape[2:]  # (B, N, D)
+        boundaries = s.workspace.new_empty(len(s.chunks), *state_shape)  # h before each chunk
+        h_last = s.workspace.new_zeros(state_shape)
         for c, chunk in enumerate(s.chunks):
             boundaries[c] = h_last  # a copy: h_last is a view of the workspace
             u_c, _, dt, dtu = s.steps(chunk)
@@ -410,7 +410,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             q[1:] *= h[:-1]
             q[0] *= h0
             g_dt = torch.mul(q, s.A_T, out=h).sum(2).addcmul_(g_dtu, u_c)  # dL/dΔ (T, B, D)
-            g_A_T += q.sum((0, 1))
+            g_A_T += q.mul_(dt[:, :, None]).sum((0, 1))
             g_u_c = g_dtu.mul_(dt)
             g_u[chunk] = g_u_c if D is None else g_u_c.addcmul_(g_y, s.D)
             if ctx.delta_softplus:

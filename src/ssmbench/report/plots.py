@@ -67,7 +67,7 @@ def bar_chart(rows: list[dict], metric: Metric) -> bytes:
             [xi for xi, _ in bars],
             [cell.mean for _, cell in bars],
             width,
-            yerr=[cell.std or 0.0 for _, cell in bars],
+            yerr=[cell.std or 0.0 for _, cell in bars] if any(c.std for _, c in bars) else None,
             capsize=2,
             error_kw={"elinewidth": 0.8},
             label=column_label(col, cols),

@@ -216,29 +216,20 @@ def metric_table(rows: list[dict], metric: str) -> str:
     return f"{table}\n\n{footnote}"
 
 
-def _find(config: dict, names: tuple[str, ...]) -> object | None:
-    """The first value stored under any of `names`, looking into nested dicts."""
-    for key, value in config.items():
-        if key in names:
-            return value
-    for value in config.values():
-        if isinstance(value, dict) and (found := _find(value, names)) is not None:
-            return found
-    return None
-
-
-BUDGET = (
-    ("max steps", ("max_steps",)),
-    ("batch", ("batch_size", "batch")),
-    ("lr", ("lr", "learning_rate")),
-    ("patience", ("patience",)),
-    ("eval every", ("eval_every",)),
-    ("target accuracy", ("target_accuracy", "target_acc")),
+BUDGET = (  # (label, key of the cell config's `train` section)
+    ("max steps", "max_steps"),
+    ("batch", "batch_size"),
+    ("lr", "lr"),
+    ("warm-up steps", "warmup_steps"),
+    ("grad clip", "grad_clip"),
+    ("patience", "patience"),
+    ("eval every", "eval_every"),
+    ("target accuracy", "target_accuracy"),
 )
 
 
 def _distinct(values: object) -> str:
-    found = sorted({str(v) for v in values if v is not None})
+    found = sorted({"none" if v is None else str(v) for v in values})
     return ", ".join(found) or "not recorded"
 
 
@@ -250,24 +241,24 @@ def _provenance(rows: list[dict], meta: dict) -> list[str]:
     statuses = Counter(row["status"] for row in rows)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "none"
     budget = "; ".join(
-        f"{name} {_distinct(_find(row.get('config') or {}, keys) for row in rows)}"
-        for name, keys in BUDGET
+        f"{name} {_distinct((row.get('config') or {}).get('train', {}).get(key) for row in rows)}"
+        for name, key in BUDGET
     )
     builds = _distinct(
         f"{row['ssmbench_version']} (git {row.get('git_commit') or 'unknown'})"
         for row in rows
         if row.get("ssmbench_version")
     )
-    train_hours = sum(row.get("train_s") or 0.0 for row in rows) / 3600
+    train_minutes = sum(row.get("train_s") or 0.0 for row in rows) / 60
     return [
         f"- Preset: {meta.get('preset', 'not recorded')}",
         f"- Device: {device_label(rows)}",
         f"- torch {_distinct(r.get('torch_version') for r in rows)}; ssmbench {builds}; "
         f"threads {_distinct(r.get('threads') for r in rows)}; "
-        f"scan backend {_distinct(r.get('scan_backend') for r in rows)}",
+        f"scan backend {_distinct(r['scan_backend'] for r in rows if r.get('scan_backend'))}",
         f"- Seeds: {', '.join(map(str, seeds)) or 'none'}",
         f"- Step budget: {budget}",
-        f"- Cells: {len(rows)} ({counts}); training wall time {train_hours:.2f} h in all",
+        f"- Cells: {len(rows)} ({counts}); training wall time {train_minutes:.1f} min in all",
         f"- Created: {created or 'not recorded'}",
     ]
 
@@ -305,15 +296,18 @@ HOW_MEASURED = (
     "copy) from one seed until the step budget, the target accuracy or early stopping on "
     "validation accuracy ends it. Accuracy is the per-token accuracy on the held-out test set; "
     "exact match is the share of test sequences with every token right. A step time is the "
-    "median of at least 20 timed steps after at least 3 warm-up steps (training step: forward "
-    "and backward; inference step: forward without gradients); the interquartile range (IQR) of "
+    "median of at least 20 timed steps after at least 3 warm-up steps, on one fixed batch "
+    "(training step: forward, backward and the Adam update; inference step: forward under "
+    "torch.inference_mode); the interquartile range (IQR) of "
     "the timed steps of each cell is in the exports (train_ms_iqr, infer_ms_iqr), while ± in "
     "the tables is the spread over seeds. On cuda, memory is the peak GPU memory allocated by "
-    "PyTorch tensors during training (what the caching allocator reserved is in the exports as "
+    "PyTorch tensors during the training steps, model, gradients and optimizer state included "
+    "(what the caching allocator reserved is in the exports as "
     "reserved_mem_mib) and utilization is the GPU busy percentage reported by NVML while the "
-    "steps run. On cpu, memory is the peak resident set size (RSS) of the process above its "
-    "level before the cell started, and utilization is the process's CPU time over wall time "
-    "(100% = one core busy); neither is a GPU figure."
+    "steps run. On cpu, memory is the peak resident set size (RSS) of the process during the "
+    "training steps above its level just before them, and utilization is the process's CPU time "
+    "over wall time times torch's thread count (100% = every torch thread busy); neither is a "
+    "GPU figure."
 )
 
 

@@ -36,7 +36,10 @@ def _work(cell_json: str, out_dir: str, events: Any, driver_pid: int) -> None:
     threading.Thread(target=_exit_with_driver, args=(driver_pid,), daemon=True).start()
     cell = CellConfig.model_validate_json(cell_json)
     events.put(("start", cell.id, None))
-    result = run_cell(cell, Path(out_dir), lambda point: events.put(("progress", cell.id, point)))
+    try:
+        result = run_cell(cell, Path(out_dir), lambda p: events.put(("progress", cell.id, p)))
+    except KeyboardInterrupt:  # the checkpoint is saved; the rerun resumes from it
+        return
     events.put(("result", cell.id, result))
 
 
@@ -74,6 +77,9 @@ class LocalExecutor:
             while todo or running:
                 while todo and len(running) < self.workers:
                     cell = todo.popleft()
+                    if cell.threads is None and self.workers > 1:  # share the cores, no spinning
+                        threads = max(1, (os.cpu_count() or 1) // self.workers)
+                        cell = cell.model_copy(update={"threads": threads})
                     worker = ctx.Process(
                         target=_work,
                         args=(cell.model_dump_json(), str(out_dir), events, os.getpid()),
