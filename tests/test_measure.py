@@ -234,7 +234,8 @@ def test_bench_measures_each_model_and_records_failures(monkeypatch):
 
 
 def bench_args(**changes) -> argparse.Namespace:
-    args = dict(models=["lstm"], lengths=[8], n_tokens=2, batch_size=2, device="cpu", repeats=1)
+    args = dict(models=["lstm"], lengths=[8], n_tokens=2, batch_size=2, device="cpu", repeats=1,
+                threads=None)  # fmt: skip
     return argparse.Namespace(**{"json": False, **args, **changes})
 
 
@@ -243,6 +244,8 @@ def test_bench_command_checks_its_arguments_then_prints_tables_or_json(capsys):
         validate_bench_args(bench_args(models=["no-such-model"]))
     with pytest.raises(ValueError, match="seq_len must be >= 1"):
         validate_bench_args(bench_args(lengths=[0]))
+    with pytest.raises(ValueError, match="--threads must be >= 1"):
+        validate_bench_args(bench_args(threads=0))
     validate_bench_args(bench_args())
     run_bench_command(bench_args())
     out, err = capsys.readouterr()

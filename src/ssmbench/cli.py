@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=64)
     bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
 
     report = sub.add_parser("report", help="redraw report.md and the plots from a store")
@@ -178,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         with store:
             sys.stdout.write(export(store.rows(), args.format))
     elif args.command == "bench":
+        import torch
+
         from ssmbench.experiment.bench import run_bench_command
 
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
         run_bench_command(args)
     return 0
 

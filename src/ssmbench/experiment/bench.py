@@ -333,6 +333,8 @@ def validate_bench_args(args: argparse.Namespace) -> None:
     _checked_tasks(args.models or names(), args.lengths, args.n_tokens, 16, args.batch_size, 0,
                    args.repeats)  # fmt: skip
     resolve_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
 
 
 def run_bench_command(args: argparse.Namespace) -> None:
