@@ -48,8 +48,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ssmbench.experiment.train import cross_entropy
 
 MiB = 2**20
 MEASURES = (
@@ -237,7 +238,6 @@ def measure(
     module docstring defines it."""
     check_counts(warmup, repeats)
     inputs, targets = inputs.to(device), targets.to(device)
-    n_targets = targets.shape[1]
 
     def sync() -> None:
         if device.type == "cuda":
@@ -248,8 +248,7 @@ def measure(
         optimizer = torch.optim.Adam(trainee.parameters(), lr=lr)
 
         def train_step() -> None:
-            logits = trainee(inputs)[:, -n_targets:]  # (B, M, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            loss = cross_entropy(trainee(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
