@@ -58,7 +58,7 @@ def make_inputs(length: int, device: str) -> list[torch.Tensor]:
 def methods(device: str) -> dict[str, Callable[..., torch.Tensor]]:
     """Name (as resolve_backend reports it) -> scan function with selective_scan's signature."""
     found: dict[str, Callable[..., torch.Tensor]] = {"reference": selective_scan_reference}
-    for backend in ("torch-sequential", "torch-chunked", "cuda"):
+    for backend in ("torch-sequential", "torch-chunked", "numba", "cuda"):
         try:
             name = resolve_backend(device, backend)
         except ValueError:  # no mamba_ssm, or not on CUDA

@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda")
+from ssmbench.ops import scan_fused
+
+BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda", "numba")
 ENV_VAR = "SSMBENCH_SCAN"
 # The 'torch' path per device type. CPU (benchmarks/scan.py, B=8, D=128, N=16, L=784, forward +
 # backward): the sequential loop is 5-12x faster than the chunked parallel scan. On CUDA the chunked
@@ -94,7 +96,13 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
             break
     if name == "auto":
         on_cuda = device.type == "cuda" and _mamba_selective_scan_fn() is not None
-        name = "cuda" if on_cuda else "torch"
+        on_cpu = device.type == "cpu" and scan_fused.available()
+        name = "cuda" if on_cuda else "numba" if on_cpu else "torch"
+    if name == "numba":
+        if not scan_fused.available():
+            raise ValueError("scan backend 'numba' needs numba, which does not import: pip install numba")
+        if device.type != "cpu":
+            raise ValueError(f"scan backend 'numba' needs CPU tensors, got device {device}")
     if name == "torch":
         return TORCH_PATH_BY_DEVICE.get(device.type, "torch-sequential")
     if name == "cuda":
@@ -454,5 +462,9 @@ def selective_scan(
     if path == "cuda-mamba_ssm":
         return _mamba_selective_scan_fn()(*args)
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    out, last_state = _SelectiveScanFn.apply(*args[:-1], path)
+    if path == "numba":
+        dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+        out, last_state = scan_fused.FusedScanFn.apply(*args[:-1], dtype)
+    else:
+        out, last_state = _SelectiveScanFn.apply(*args[:-1], path)
     return (out, last_state) if return_last_state else out
