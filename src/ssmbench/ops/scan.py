@@ -20,6 +20,9 @@ Backends (see `resolve_backend` for how one is chosen):
                or recursive doubling over the chunk ('torch-chunked', fewer kernel launches for
                GPUs). Exact: exp(Δ A) is computed as exp2(Δ A log2 e), the same function.
                out and the gradients of u, delta, z are (B, D, L) views of time-major buffers.
+  'numba'      two fused CPU kernels, forward and backward (`ssmbench.ops.scan_fused`): the state
+               and the adjoint in registers, one saved state per 64 steps, one parallel region per
+               call. 'auto' picks it for CPU tensors when numba imports.
   'cuda'       mamba_ssm's selective_scan_fn.
 """
 
@@ -78,11 +81,12 @@ def _mamba_selective_scan_fn() -> Callable | None:
 
 def resolve_backend(device: torch.device | str, backend: str | None = None) -> str:
     """The scan that would run for tensors on `device`: 'reference', 'torch-sequential',
-    'torch-chunked' or 'cuda-mamba_ssm'.
+    'torch-chunked', 'numba' or 'cuda-mamba_ssm'.
 
     Requested name: `backend` > set_default_backend(...) > $SSMBENCH_SCAN, where None or 'auto'
     at a level defers to the next. 'auto' at the end means mamba_ssm's kernel for CUDA tensors when
-    mamba_ssm imports, else 'torch'; 'torch' means TORCH_PATH_BY_DEVICE[device type].
+    mamba_ssm imports, the fused 'numba' kernels for CPU tensors when numba imports, else 'torch';
+    'torch' means TORCH_PATH_BY_DEVICE[device type].
     """
     device = torch.device(device)
     name = "auto"
@@ -100,7 +104,9 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
         name = "cuda" if on_cuda else "numba" if on_cpu else "torch"
     if name == "numba":
         if not scan_fused.available():
-            raise ValueError("scan backend 'numba' needs numba, which does not import: pip install numba")
+            raise ValueError(
+                "scan backend 'numba' needs numba, which does not import: pip install numba"
+            )
         if device.type != "cpu":
             raise ValueError(f"scan backend 'numba' needs CPU tensors, got device {device}")
     if name == "torch":
