@@ -15,6 +15,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+from ssmbench.experiment.results import Status
 
 
 class SweepDisplay:
@@ -43,6 +46,8 @@ class SweepDisplay:
     def event(self, kind: str, cell_id: str, payload: Any) -> None:
         if kind == "start":
             self.cells[cell_id] = self.progress.add_task(cell_id, total=None, info="starting")
+        elif kind == "progress" and "warning" in payload:
+            self.console.print(Text(f"{cell_id}: warning: {payload['warning']}"))
         elif kind == "progress" and cell_id in self.cells:
             info = f"loss {payload['train_loss']:.3f}  val acc {payload['val_accuracy']:.3f}"
             self.progress.update(
@@ -56,11 +61,12 @@ class SweepDisplay:
             if task is not None:
                 self.progress.remove_task(task)
             self.progress.advance(self.overall)
-            status = payload["status"]
-            metrics = payload["metrics"] or {}
+            status, metrics = payload.status, payload.metrics or {}
             detail = (
                 f"accuracy {metrics['accuracy']:.3f} in {metrics['steps']} steps"
-                if status == "done"
-                else (payload["error"] or "").splitlines()[0]
+                if "accuracy" in metrics
+                else (payload.error or "").splitlines()[0]
+                if status != Status.DONE
+                else "measured"
             )
             self.console.print(f"{cell_id}: {status} — {detail}", highlight=False)
