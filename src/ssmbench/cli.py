@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ssmbench import runtime  # noqa: F401  first: sets OpenMP up before torch loads
 from ssmbench.experiment.config import PRESETS, ConfigError
 from ssmbench.ops.scan import BACKENDS
 

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ssmbench import runtime
 from ssmbench.experiment.config import CellConfig, ConfigError
 from ssmbench.experiment.executors import Emit
 from ssmbench.experiment.results import CellResult
@@ -87,6 +88,7 @@ class RayExecutor:
             num_gpus=self._gpus_per_cell(cells),
             max_retries=self.retries,
             retry_exceptions=False,
+            runtime_env={"env_vars": runtime.worker_env()},  # before the worker loads torch
         )
         pending = {remote.remote(c.model_dump_json(), str(out_dir), events): c.id for c in cells}
 
