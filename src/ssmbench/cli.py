@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--models", type=_list_of(str, "model names"))
     run.add_argument("--lengths", type=_list_of(int, "integers"))
     run.add_argument("--seeds", type=_list_of(int, "integers"))
+    run.add_argument("--lrs", type=_list_of(float, "numbers"), help="learning rates to sweep")
+    run.add_argument(
+        "--weight-decays", type=_list_of(float, "numbers"), help="weight decays to sweep"
+    )
     run.add_argument("--steps", type=int, help="maximum training steps per cell")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--scan", choices=BACKENDS)
@@ -79,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="print a store's results as csv, json or md")
     export.add_argument("out", type=Path)
     export.add_argument("--format", choices=["csv", "json", "md"], default="json")
+    export.add_argument(
+        "--summary",
+        action="store_true",
+        help="one row per model × task setting × length: chosen lr, mean, std, 95%% CI, costs",
+    )
 
     sub.add_parser("models", help="list the models with their parameter counts")
     return parser
@@ -89,6 +98,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "models": args.models,
         "lengths": args.lengths,
         "seeds": args.seeds,
+        "lrs": args.lrs,
+        "weight_decays": args.weight_decays,
         "device": args.device,
         "scan": args.scan,
         "threads": args.threads,
@@ -133,6 +144,16 @@ def _store_at(out: Path) -> Any:
     return Store(out / FILENAME, readonly=True)
 
 
+def _write_report(store: Any) -> Path:
+    from ssmbench.experiment.sweep import report_meta
+    from ssmbench.report import write_report
+
+    with store:
+        return write_report(
+            store.rows(), store.curves(), report_meta(store), store.path.parent, store.costs()
+        )
+
+
 def _models() -> None:
     from ssmbench.models import build, n_params, names
 
@@ -161,23 +182,18 @@ def main(argv: list[str] | None = None) -> int:
         from ssmbench.experiment.sweep import run_sweep
 
         try:
-            report = run_sweep(config, out, force=args.force)
+            run_sweep(config, out, force=args.force)
         except KeyboardInterrupt:
             print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
             return 130
-        print(f"report: {report}")
+        print(f"report: {_write_report(_store_at(out))}")
     elif args.command == "report":
-        from ssmbench.experiment.sweep import report_meta
-        from ssmbench.report import write_report
-
-        with store:
-            path = write_report(store.rows(), store.curves(), report_meta(store), args.out)
-        print(f"report: {path}")
+        print(f"report: {_write_report(store)}")
     elif args.command == "export":
         from ssmbench.report import export
 
         with store:
-            sys.stdout.write(export(store.rows(), args.format))
+            sys.stdout.write(export(store.rows(), args.format, store.costs(), summary=args.summary))
     elif args.command == "bench":
         import torch
 

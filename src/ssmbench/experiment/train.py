@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssmbench.experiment.config import CellConfig
+from ssmbench.experiment.config import CellConfig, TrainConfig
 from ssmbench.models import build
 from ssmbench.tasks import make_task
 
@@ -72,6 +72,34 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of targets (B, M) against the last M positions of logits (B, T, V)."""
     M = targets.shape[1]
     return F.cross_entropy(logits[:, -M:].flatten(0, 1), targets.flatten())
+
+
+def make_optimizer(model: nn.Module, hp: TrainConfig) -> torch.optim.Optimizer:
+    opt_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+    return opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def update(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hp: TrainConfig,
+    step: int,
+) -> torch.Tensor:
+    """One update on batch (x (B, T), y (B, M)) with linear warm-up, lr_k = lr·min(1, (k+1)/W),
+    and gradient clipping; returns the loss (raises Diverged when it is not finite)."""
+    for group in optimizer.param_groups:
+        group["lr"] = hp.lr * min(1.0, (step + 1) / max(hp.warmup_steps, 1))
+    loss = cross_entropy(model(x), y)
+    if not torch.isfinite(loss):
+        raise Diverged(f"training loss became {loss.item()} at step {step + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if hp.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+    optimizer.step()
+    return loss
 
 
 @torch.inference_mode()
@@ -129,8 +157,7 @@ def train(
 
     torch.manual_seed(cell.seed)
     model = build(cell.model, cell.task.vocab_size, **cell.arch.model_dump()).to(device)
-    opt_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    optimizer = make_optimizer(model, hp)
     data = torch.Generator().manual_seed(cell.seed)
     stopper = EarlyStopping(hp.patience, hp.target_accuracy)
     best_state = copy.deepcopy(model.state_dict())
@@ -176,16 +203,7 @@ def train(
     with _deferred_interrupts() as interrupts:
         while reason is None and step < hp.max_steps:
             x, y = task.sample(hp.batch_size, data)
-            for group in optimizer.param_groups:
-                group["lr"] = hp.lr * min(1.0, (step + 1) / max(hp.warmup_steps, 1))
-            loss = cross_entropy(model(x.to(device)), y.to(device))
-            if not torch.isfinite(loss):
-                raise Diverged(f"training loss became {loss.item()} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
-            optimizer.step()
+            loss = update(model, optimizer, x.to(device), y.to(device), hp, step)
             step += 1
 
             if step % hp.eval_every == 0 or step == hp.max_steps:
