@@ -58,7 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from ssmbench.experiment.config import TrainConfig
-from ssmbench.experiment.train import make_optimizer, update
+from ssmbench.experiment.train import make_optimizer, train_step
 
 MiB = 2**20
 MEASURES = (
@@ -292,18 +292,18 @@ def measure(
         optimizer = make_optimizer(trainee, hp)
         steps = iter(range(1 << 62))
 
-        def train_step() -> None:
-            update(trainee, optimizer, inputs, targets, hp, next(steps))
+        def step() -> None:
+            train_step(trainee, optimizer, inputs, targets, hp, next(steps))
 
-        return trainee, train_step
+        return trainee, step
 
     trainer()[1]()  # priming: one-time library and cache set-up stays out of the peak
     with PeakMemory(device) as memory, ProcessDeviceMemory(device) as device_memory:
-        trainee, train_step = trainer()
+        trainee, timed_step = trainer()
         for _ in range(warmup):
-            train_step()
+            timed_step()
         with Utilization(device) as utilization:
-            train_samples = time_steps(train_step, repeats, sync)
+            train_samples = time_steps(timed_step, repeats, sync)
 
     trainee.eval()
 
