@@ -207,7 +207,7 @@ def test_other_config_folder_is_refused_then_forced(existing, capsys):
         == 0
     )
     with Store(existing / FILENAME, readonly=True) as store:
-        assert [r["id"] for r in store.rows()] == ["lstm/L8/M2/s0"]
+        assert [r["id"] for r in store.rows()] == ["lstm/selective-copy-M2-V8/L8/lr0.003/wd0/s0"]
     assert not list((existing / "checkpoints").iterdir())
 
 
