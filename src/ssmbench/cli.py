@@ -1,4 +1,4 @@
-"""The `ssmbench` command: run, bench, report, export, models.
+"""The `ssmbench` command: run, bench, report, export, models, presets.
 
 Every bad input is caught here, at the edge, before anything is written: it exits with code 2
 and one line on standard error that says what is wrong.
@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ssmbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="train and measure every model × length × seed, then report")
+    run = sub.add_parser(
+        "run", help="train every model × task × length × lr × wd × seed, measure costs, report"
+    )
     run.add_argument(
         "--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)"
     )
@@ -71,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start clean: discard every result and checkpoint in --out",
     )
 
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cells and a cost estimate from a few timed steps, then exit",
+    )
+
     bench = sub.add_parser("bench", help="time, memory and utilization only, no training")
     bench.add_argument("--models", type=_list_of(str, "model names"))
     bench.add_argument("--lengths", type=_list_of(int, "integers"), default=[256, 512, 784])
@@ -94,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("models", help="list the models with their parameter counts")
+    sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
     return parser
 
 
@@ -158,6 +167,17 @@ def _write_report(store: Any) -> Path:
         )
 
 
+def _presets() -> None:
+    from ssmbench.experiment.config import load_config
+
+    for name in PRESETS:
+        config = load_config(name)
+        steps = sum(cell.train.max_steps for cell in config.cells())
+        print(f"{name:<14} {config.description}")
+        print(f"{'':<14} {len(config.cells())} cells, at most {steps:,} training steps; "
+              f"{config.estimate or 'no estimate'}")  # fmt: skip
+
+
 def _models() -> None:
     from ssmbench.models import build, n_params, names
 
@@ -182,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "models":
         _models()
+    elif args.command == "presets":
+        _presets()
+    elif args.command == "run" and args.dry_run:
+        from ssmbench.experiment.estimate import estimate, format_estimate
+
+        sys.stdout.write(format_estimate(config, estimate(config)))
     elif args.command == "run":
         from ssmbench.experiment.sweep import run_sweep
 
