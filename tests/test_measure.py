@@ -207,7 +207,7 @@ def test_bench_measures_each_model_and_records_failures(monkeypatch):
         [torch.OutOfMemoryError("out of memory, pretend"), RuntimeError("broken, pretend"), None]
     )
 
-    def failing(model, *args):
+    def failing(model, *args, **kwargs):
         outcome = next(outcomes)
         if outcome is not None:
             raise outcome

@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     bench.add_argument("--repeats", type=int, default=20)
     bench.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    bench.add_argument(
+        "--compile", choices=["off", "on", "both"], default="off",
+        help="torch.compile the models; 'both' measures eager and compiled side by side",
+    )  # fmt: skip
     bench.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
 
     report = sub.add_parser("report", help="redraw report.md and the plots from a store")

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import sys
 from collections.abc import Callable
 
 import torch
 
+from ssmbench.experiment.flops import (
+    MATMUL_N,
+    PEAK_FIGURES,
+    distance_from_peak,
+    matmul_peak_gflops,
+    train_step_flops,
+)
 from ssmbench.experiment.measure import (
     MEASURES,
     check_counts,
@@ -73,6 +81,7 @@ DISPLAY = {
     "s4": "S4",
     "s4-lowrank": "S4-LowRank",
 }
+COMPILE_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
 METRIC_NAMES = {"train_ms": "train time", "peak_mem_mib": "peak memory"}
 GROWTH_TARGET = {(256, 784): 3.5}  # train time at the long length / at the short, <= target
 
@@ -112,61 +121,79 @@ def bench(
     warmup: int = 3,
     repeats: int = 20,
     on_row: Callable[[dict], None] | None = None,
+    compile_modes: tuple[bool, ...] = (False,),
 ) -> list[dict]:
-    """One row per (model, length), lengths outermost so that the models compared at one length
-    are measured one after another. A model that fails (e.g. out of memory) gives a row with
-    status 'oom' or 'failed' and the error text; the others have status 'done'."""
+    """One row per (model, length, compiled or not), lengths outermost so that the models
+    compared at one length are measured one after another. A model that fails (e.g. out of
+    memory) gives a row with status 'oom' or 'failed' and the error text; the others have status
+    'done'. Each row also says how far the step runs from the peak (experiment/flops.py), the
+    peak being a float32 matmul timed once at the start on the same device and threads."""
     tasks = _checked_tasks(models, lengths, n_tokens, vocab_size, batch_size, warmup, repeats)
     torch_device = resolve_device(device)
     env = environment(torch_device)
+    peak = matmul_peak_gflops(torch_device)
+    arch = {"d_model": d_model, "n_layers": n_layers, "d_state": d_state}
     rows = []
     for task in tasks:
         inputs, targets = task.sample(batch_size, torch.Generator().manual_seed(seed))
-        for name in models:
+        for name, compiled in itertools.product(models, compile_modes):
             row = {
                 "model": name,
                 "seq_len": task.seq_len,
                 "n_tokens": n_tokens,
                 "vocab_size": vocab_size,
                 "batch_size": batch_size,
-                "d_model": d_model,
-                "n_layers": n_layers,
-                "d_state": d_state,
+                **arch,
                 "warmup": warmup,
                 "repeats": repeats,
+                "compiled": compiled,
                 "params": None,
                 **dict.fromkeys(MEASURES),
+                **dict.fromkeys(PEAK_FIGURES),
                 "scan_backend": None,
                 "status": "done",
                 "error": None,
                 **env,
             }
-            try:
-                torch.manual_seed(seed)
-                model = build(name, vocab_size, d_model, n_layers, d_state)
-                row["params"] = n_params(model)
-                if any(isinstance(module, S6) for module in model.modules()):
-                    row["scan_backend"] = resolve_backend(torch_device)
-                row.update(measure(model, inputs, targets, torch_device, warmup, repeats))
-            except torch.OutOfMemoryError as error:
-                row.update(status="oom", error=f"{type(error).__name__}: {error}")
-            except Exception as error:  # one model's failure must not stop the others
-                row.update(status="failed", error=f"{type(error).__name__}: {error}")
-            model = None  # free this model before the next is built
-            gc.collect()
-            if torch_device.type == "cuda":
-                torch.cuda.empty_cache()
+            row.update(_measure_model(name, vocab_size, arch, inputs, targets, torch_device,
+                                      (seed, warmup, repeats, compiled), peak))  # fmt: skip
             rows.append(row)
             if on_row is not None:
                 on_row(row)
     return rows
 
 
+def _measure_model(name, vocab_size, arch, inputs, targets, device, how, peak) -> dict:
+    """A row's measured fields, or its status and error when the model fails (e.g. oom); how is
+    (seed, warmup, repeats, compiled)."""
+    seed, warmup, repeats, compiled = how
+    found: dict = {}
+    try:
+        torch.manual_seed(seed)
+        model = build(name, vocab_size, **arch).to(device)
+        found["params"] = n_params(model)
+        if any(isinstance(module, S6) for module in model.modules()):
+            found["scan_backend"] = resolve_backend(device)
+        inputs, targets = inputs.to(device), targets.to(device)
+        found.update(measure(model, inputs, targets, device, warmup, repeats, compile=compiled))
+        flops = train_step_flops(model, inputs, targets)
+        found.update(distance_from_peak(flops, found["train_ms"], inputs.numel(), peak))
+    except torch.OutOfMemoryError as error:
+        found.update(status="oom", error=f"{type(error).__name__}: {error}")
+    except Exception as error:  # one model's failure must not stop the others
+        found.update(status="failed", error=f"{type(error).__name__}: {error}")
+    model = None  # free this model before the next is built
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return found
+
+
 def _done(rows: list[dict]) -> dict[tuple[str, int], dict]:
     """Successful rows by (model, seq_len); two for one key is an error."""
     found = {}
     for row in rows:
-        if row["status"] != "done":
+        if row["status"] != "done" or row.get("compiled"):  # ratios compare eager steps
             continue
         key = (row["model"], row["seq_len"])
         if key in found:
@@ -254,6 +281,23 @@ def _with_error(row: dict) -> dict:
     )
 
 
+def _any_compiled(rows: list[dict]) -> bool:
+    return any(row.get("compiled") for row in rows)
+
+
+def _derived(row: dict) -> dict:
+    """The row with FLOPs in GFLOP and the fraction of peak in %, for the table (None in rows
+    from before these were measured)."""
+    flops, fraction = row.get("train_flops"), row.get("peak_fraction")
+    return {
+        "tokens_per_s": None,
+        "compile_s": None,
+        **row,
+        "train_gflop": None if flops is None else flops / 1e9,
+        "peak_pct": None if fraction is None else 100 * fraction,
+    }
+
+
 def _limit(target: float | None) -> str | None:
     return None if target is None else f"<= {target:g}"
 
@@ -284,7 +328,10 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
         f"scan backend: {', '.join(backends) or 'none (no S6 model)'}; "
         f"ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
         f"batch {first['batch_size']}, {first['n_tokens']} tokens, median and IQR of "
-        f"{first['repeats']} steps after {first['warmup']} warm-up steps."
+        f"{first['repeats']} steps after {first['warmup']} warm-up steps. "
+        f"Peak: a float32 {MATMUL_N}x{MATMUL_N} matmul on the same threads, "
+        f"{_cell(first.get('peak_gflops'), 1)} GFLOP/s; FLOPs per training step count matmuls, "
+        "convolutions, FFTs and the selective scan (not elementwise work), see docs/results."
     )
     cost_columns = {
         "model": "model",
@@ -299,9 +346,13 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
         ),
         **({"reserved (MiB)": "reserved_mem_mib"} if cuda else {}),
         ("util (%, GPU NVML)" if cuda else "util (%, CPU process)"): "util_pct",
+        "tokens/s": "tokens_per_s",
+        "GFLOP/step": "train_gflop",
+        "% of peak": "peak_pct",
+        **({"compiled": "compiled", "compile (s)": "compile_s"} if _any_compiled(rows) else {}),
         "status": "status",
     }
-    costs = [[_with_error(row)[key] for key in cost_columns.values()] for row in rows]
+    costs = [[_derived(_with_error(row))[key] for key in cost_columns.values()] for row in rows]
     ratio_lines = [
         [r["seq_len"], f"{DISPLAY[r['numerator']]} / {DISPLAY[r['denominator']]}",
          METRIC_NAMES[r["metric"]], r["ratio"], r["study"], _limit(r["target"]), r["meets_target"]]
@@ -352,6 +403,7 @@ def run_bench_command(args: argparse.Namespace) -> None:
         device=args.device,
         repeats=args.repeats,
         on_row=progress,
+        compile_modes=COMPILE_MODES[getattr(args, "compile", "off")],
     )
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -71,6 +71,7 @@ MEASURES = (
     "nvml_process_mem_mib",
     "util_pct",
     "util_kind",
+    "compile_s",
 )
 
 
@@ -275,10 +276,13 @@ def measure(
     warmup: int = 3,
     repeats: int = 20,
     hp: TrainConfig | None = None,
+    compile: bool = False,
 ) -> dict:
     """Cost of one training step (as `hp` trains; TrainConfig() by default) and one inference
     step of `model` on inputs (B, T) -> targets (B, M), where the model maps tokens (B, T) to
-    logits (B, T, V). Keys: MEASURES, each as the module docstring defines it."""
+    logits (B, T, V). Keys: MEASURES, each as the module docstring defines it. With `compile`,
+    the model runs under torch.compile; compile_s is then the priming step's wall time (tracing
+    and code generation, plus one step), kept apart from the step times."""
     hp = hp or TrainConfig()
     check_counts(warmup, repeats)
     inputs, targets = inputs.to(device), targets.to(device)
@@ -289,6 +293,8 @@ def measure(
 
     def trainer() -> tuple[nn.Module, Callable[[], None]]:
         trainee = copy.deepcopy(model).to(device).train()
+        if compile:
+            trainee.compile()
         optimizer = make_optimizer(trainee, hp)
         steps = iter(range(1 << 62))
 
@@ -297,7 +303,10 @@ def measure(
 
         return trainee, step
 
+    started = time.perf_counter()
     trainer()[1]()  # priming: one-time library and cache set-up stays out of the peak
+    sync()
+    prime_s = time.perf_counter() - started
     with PeakMemory(device) as memory, ProcessDeviceMemory(device) as device_memory:
         trainee, timed_step = trainer()
         for _ in range(warmup):
@@ -326,6 +335,7 @@ def measure(
         "nvml_process_mem_mib": device_memory.peak_mib,
         "util_pct": utilization.pct,
         "util_kind": utilization.kind,
+        "compile_s": prime_s if compile else None,
     }
 
 

@@ -54,6 +54,8 @@ TORCH_PATH_BY_DEVICE = {"cpu": "torch-sequential", "cuda": "torch-chunked"}
 CHUNK_ELEMENTS = {"torch-sequential": 2**19, "torch-chunked": 2**24}
 
 _default_backend = "auto"
+# Called with each selective_scan's FLOPs while ssmbench.experiment.flops counts a step.
+FLOP_OBSERVERS: list[Callable[[int], None]] = []
 
 
 def set_default_backend(name: str) -> None:
@@ -446,6 +448,25 @@ class _SelectiveScanFn(torch.autograd.Function):
         )
 
 
+SCAN_FORWARD_FLOPS = 7  # per (batch, channel, step, state): Δ A, exp, decay h, Δ u B, +, h C, sum
+SCAN_BACKWARD_FLOPS = 15  # the adjoint and the gradients of Δ, A, B, C (no recomputation)
+
+
+def scan_flops(batch: int, dim: int, length: int, d_state: int, backward: bool) -> int:
+    """Arithmetic of one selective scan of u (batch, dim, length), forward (+ backward)."""
+    per_element = SCAN_FORWARD_FLOPS + (SCAN_BACKWARD_FLOPS if backward else 0)
+    return per_element * batch * dim * length * d_state
+
+
+def _observe_flops(args: tuple) -> None:
+    """Tell FLOP_OBSERVERS this call's FLOPs (experiment/flops.py says how they are counted)."""
+    tensors = [x for x in args if torch.is_tensor(x)]
+    backward = torch.is_grad_enabled() and any(x.requires_grad for x in tensors)
+    flops = scan_flops(*args[0].shape, args[2].shape[1], backward)
+    for observe in FLOP_OBSERVERS:
+        observe(flops)
+
+
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -463,6 +484,8 @@ def selective_scan(
     (B, D, L), or (out, last_state (B, D, N)) if return_last_state."""
     path = resolve_backend(u.device, backend)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if FLOP_OBSERVERS:
+        _observe_flops(args)
     if path == "reference":
         return selective_scan_reference(*args)
     if path == "cuda-mamba_ssm":

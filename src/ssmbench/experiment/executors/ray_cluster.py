@@ -92,7 +92,9 @@ class RayExecutor:
             num_gpus=self._gpus_per_cell(cells),
             max_retries=self.retries,
             retry_exceptions=False,
-            runtime_env={"env_vars": runtime.worker_env()},  # before the worker loads torch
+            # A cluster's workers were not started from this process: give them the OpenMP set-up
+            # (a local Ray inherits this process's environment, already set up by the CLI).
+            runtime_env={"env_vars": runtime.worker_env()} if self.address else None,
         )
         todo = list(cells)
         pending: dict[Any, str] = {}
