@@ -34,7 +34,7 @@ PY
   echo
   echo "## selective_scan: ours vs the reference (and mamba_ssm's kernel)"
   echo
-  timeout 150 python benchmarks/scan.py --device cuda
+  timeout 150 python benchmarks/scan.py --device cuda --methods reference torch-chunked cuda --baseline torch-chunked
   echo
   echo "## ssmbench bench: twelve models, batch 64, 16 tokens"
   echo
