@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start clean: discard every result and checkpoint in --out",
     )
 
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run is writing --out, wait for it instead of exiting with code 2",
+    )
+
     bench = sub.add_parser("bench", help="time, memory and utilization only, no training")
     bench.add_argument("--models", type=_list_of(str, "model names"))
     bench.add_argument("--lengths", type=_list_of(int, "integers"), default=[256, 512, 784])
@@ -165,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from ssmbench.experiment.sweep import run_sweep
 
         try:
-            report = run_sweep(config, out, force=args.force)
+            report = run_sweep(config, out, force=args.force, wait=args.wait)
+        except ConfigError as e:  # e.g. another run holds the folder
+            print(f"ssmbench: error: {e}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
             return 130

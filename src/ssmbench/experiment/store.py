@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ssmbench.experiment.results import CellResult, Status
+from ssmbench.experiment.results import FINISHED, CellResult, Status
+
+_FINISHED_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINISHED))
 
 _STATUS_WORDS = ", ".join(f"'{s.value}'" for s in Status)
 
@@ -78,7 +80,10 @@ class Store:
         return None if row is None else Status(row["status"])
 
     def mark_running(self, cell_id: str, config: dict[str, Any]) -> None:
-        """Record a cell as started (or restarted: attempts counts the starts)."""
+        """Record a cell as started (or restarted: attempts counts the starts).
+
+        A finished cell (done, diverged, oom) is left as it is: only `clear` (--force) undoes it.
+        """
         task = config["task"]
         with self.db:
             self.db.execute(
@@ -88,7 +93,10 @@ class Store:
                    ON CONFLICT(id) DO UPDATE SET status = excluded.status,
                        config = excluded.config,
                        metrics = NULL, error = NULL, attempts = attempts + 1,
-                       updated_at = excluded.updated_at""",
+                       updated_at = excluded.updated_at
+                   WHERE cells.status NOT IN ("""
+                + _FINISHED_SQL
+                + """)""",
                 (
                     cell_id,
                     config["model"],
@@ -105,8 +113,9 @@ class Store:
         """A cell's outcome, its metrics and its whole learning curve, in one transaction."""
         metrics, curve = result.metrics, result.curve
         with self.db:
-            self.db.execute(
-                "UPDATE cells SET status = ?, metrics = ?, error = ?, updated_at = ? WHERE id = ?",
+            updated = self.db.execute(
+                "UPDATE cells SET status = ?, metrics = ?, error = ?, updated_at = ? "
+                f"WHERE id = ? AND status NOT IN ({_FINISHED_SQL})",
                 (
                     Status(result.status).value,
                     json.dumps(metrics) if metrics else None,
@@ -115,6 +124,8 @@ class Store:
                     cell_id,
                 ),
             )
+            if updated.rowcount == 0:  # finished already (or unknown): never overwritten
+                return
             self.db.execute("DELETE FROM curves WHERE cell_id = ?", (cell_id,))
             self.db.executemany(
                 "INSERT INTO curves VALUES (?, ?, ?, ?, ?)",

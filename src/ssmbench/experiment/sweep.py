@@ -15,6 +15,7 @@ from pathlib import Path
 from ssmbench.experiment.cell import CHECKPOINTS
 from ssmbench.experiment.config import ConfigError, SweepConfig
 from ssmbench.experiment.executors import Executor
+from ssmbench.experiment.lock import folder_lock
 from ssmbench.experiment.progress import SweepDisplay
 from ssmbench.experiment.results import FINISHED
 from ssmbench.experiment.store import FILENAME, Store
@@ -84,10 +85,24 @@ def make_executor(config: SweepConfig) -> Executor:
 
 
 def run_sweep(
-    config: SweepConfig, out: Path, force: bool = False, executor: Executor | None = None
+    config: SweepConfig,
+    out: Path,
+    force: bool = False,
+    executor: Executor | None = None,
+    wait: bool = False,
 ) -> Path:
-    """Run every unfinished cell, record it, and write the report; returns the report's path."""
+    """Run every unfinished cell, record it, and write the report; returns the report's path.
+
+    The folder's writer lock is held throughout (ConfigError if another run holds it, unless
+    `wait`), so two runs never train or record the same folder's cells at once.
+    """
     out = Path(out).resolve()  # workers may run elsewhere: Ray's start in their own folder
+    with folder_lock(out, wait):
+        check_compatible(config, out, force)  # the folder may have changed while we waited
+        return _run_locked(config, out, force, executor)
+
+
+def _run_locked(config: SweepConfig, out: Path, force: bool, executor: Executor | None) -> Path:
     with open_store(config, out, force) as store:
         todo = [c for c in config.cells() if store.status(c.id) not in FINISHED]
         configs = {c.id: c.model_dump() for c in todo}
