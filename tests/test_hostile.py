@@ -4,6 +4,7 @@ Every case asserts the exit code, one line on stderr, and that the store and eve
 result are byte-for-byte unchanged."""
 
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -136,3 +137,133 @@ def test_two_runs_started_together_one_runs_the_other_exits_2(tmp_path):
     with Store(tmp_path / "out" / FILENAME, readonly=True) as store:
         assert {r["status"] for r in store.rows()} == {"done"}
         assert all(r["attempts"] == 1 for r in store.rows())
+
+
+KILLED_MID_COMMIT = """
+import os, signal, sys
+from ssmbench.experiment.store import Store
+store = Store(sys.argv[1])
+store.db.execute("PRAGMA cache_size = 1")  # spill changed pages into the file before commit
+store.db.execute("BEGIN")
+store.db.execute("UPDATE cells SET status = 'failed', metrics = NULL, error = ?", ("x" * 9000,))
+store.db.execute("UPDATE curves SET train_loss = -1")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_store_killed_mid_commit_is_read_whole_and_left_untouched(finished, capsys):
+    import subprocess
+
+    export_before = main(["export", str(finished)]), capsys.readouterr().out
+    path = finished / FILENAME
+    clean = path.read_bytes()
+    subprocess.run([sys.executable, "-c", KILLED_MID_COMMIT, str(path)], check=False)
+    journal = finished / (FILENAME + "-journal")
+    assert journal.stat().st_size > 0 and path.read_bytes() != clean, "no hot journal made"
+    before = snapshot(finished)
+    assert (main(["export", str(finished)]), capsys.readouterr().out) == export_before
+    assert main(["report", str(finished)]) == 0
+    assert "Failed" not in (finished / "report.md").read_text()
+    after = snapshot(finished)
+    assert {k: after[k] for k in before} == before, "readers never modify the store"
+    with Store(path) as store:  # a writer rolls the journal back in place
+        assert [r["status"] for r in store.rows()] == ["done"]
+    assert not journal.exists() and json.loads(export_before[1])[0]["accuracy"] == 0.75
+
+
+def _garbage_page(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[4096 : 2 * 4096] = b"\xa5" * 4096  # page 2: a b-tree page no longer
+    path.write_bytes(bytes(data))
+
+
+def _folder_in_its_place(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+    (path / "x").write_text("x")
+
+
+DAMAGED_STORES = {
+    "truncated": (lambda p: os.truncate(p, p.stat().st_size // 2), "damaged"),
+    "garbage page": (_garbage_page, "damaged"),
+    "garbage header": (lambda p: p.write_bytes(b"\x00" * 100 + p.read_bytes()[100:]), "damaged"),
+    "random bytes": (lambda p: p.write_bytes(os.urandom(8192)), "damaged"),
+    "empty tables": (lambda p: p.write_bytes(b""), "no ssmbench tables"),
+    "a folder in its place": (_folder_in_its_place, "is a folder"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_STORES))
+@pytest.mark.parametrize("command", ["report", "export", "run"])
+def test_a_damaged_store_gives_one_line_and_exit_2(finished, damage, command, capsys):
+    hurt, expected = DAMAGED_STORES[damage]
+    hurt(finished / FILENAME)
+    before = snapshot(finished)
+    argv = [*SMOKE, "--out", str(finished)] if command == "run" else [command, str(finished)]
+    line = one_line(capsys, 2, main(argv))
+    assert line.startswith("ssmbench: error:") and expected in line
+    assert "ssmbench run --force" in line and "Traceback" not in line
+    assert snapshot(finished) == before
+
+
+def test_force_sets_a_damaged_store_aside_and_starts_a_new_one(finished, capsys):
+    _garbage_page(finished / FILENAME)
+    damaged = (finished / FILENAME).read_bytes()
+    assert main([*SMOKE, "--steps", "10", "--out", str(finished), "--force"]) == 0
+    err = capsys.readouterr().err
+    assert "moved to results.sqlite.corrupt" in err
+    assert (finished / (FILENAME + ".corrupt")).read_bytes() == damaged
+    with Store(finished / FILENAME, readonly=True) as store:
+        assert [(r["status"], r["steps"]) for r in store.rows()] == [("done", 10)]
+
+
+def _display_output(terminal: bool, text: str) -> str:
+    import io
+
+    from rich.console import Console
+
+    from ssmbench.experiment.progress import SweepDisplay
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=terminal, width=60)
+    cell = f"model{text}/L8"
+    with SweepDisplay(total=1, console=console, log_every=0.0) as display:
+        display.event("start", cell, None)
+        display.event("progress", cell, {"warning": text})
+        point = {"step": 1, "max_steps": 2, "train_loss": 1.0, "val_accuracy": 0.5}
+        display.event("progress", cell, point)
+        display.event("result", cell, CellResult(Status.FAILED, error=f"RuntimeError: {text}"))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_markup_in_messages_prints_as_plain_text(terminal):
+    from faulty_models import MARKUP
+
+    output = _display_output(terminal, MARKUP)
+    assert f"model{MARKUP}/L8: warning: {MARKUP}" in output
+    assert f"model{MARKUP}/L8: failed — RuntimeError: {MARKUP}" in output
+    if not terminal:  # one line per event, never wrapped at the console's width
+        assert f"model{MARKUP}/L8: started" in output and "step 1/2" in output
+        assert all(len(line) > 60 for line in output.splitlines())
+
+
+def test_markup_in_a_cell_failure_reaches_store_and_report_intact(tmp_path, capsys):
+    from faulty_models import MARKUP
+
+    argv = ["run", "--preset", "smoke", "--models", "fault-markup", "--lengths", "8"]
+    code = main([*argv, "--plugins", "faulty_models", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"failed — RuntimeError: {MARKUP}" in err
+    with Store(tmp_path / FILENAME, readonly=True) as store:
+        assert MARKUP in store.rows()[0]["error"]
+    assert MARKUP.replace("|", "\\|") in (tmp_path / "report.md").read_text()
+    assert main(["export", str(tmp_path), "--format", "json"]) == 0
+    assert MARKUP in json.loads(capsys.readouterr().out)[0]["error"]
+
+
+def test_warnings_and_errors_of_the_cli_are_plain_text(tmp_path, capsys):
+    from faulty_models import MARKUP
+
+    assert main(["run", "--models", MARKUP, "--out", str(tmp_path / "o")]) == 2
+    assert MARKUP in capsys.readouterr().err

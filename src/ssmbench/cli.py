@@ -135,10 +135,31 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
     return config, out
 
 
+def _run(args: argparse.Namespace, config: Any, out: Path) -> int:
+    """Run the sweep: 0 if every cell is done, 1 if any failed, diverged or ran out of memory."""
+    from ssmbench.experiment.sweep import run_sweep, unfinished_cells
+
+    try:
+        report = run_sweep(config, out, force=args.force, wait=args.wait)
+    except ConfigError as e:  # e.g. another run holds the folder
+        print(f"ssmbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
+        return 130
+    print(f"report: {report}")
+    unfinished = unfinished_cells(config, out)
+    if unfinished:
+        total = len(config.cells())
+        print(f"{len(unfinished)} of {total} cells did not finish: see {report}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _store_at(out: Path) -> Any:
     from ssmbench.experiment.store import FILENAME, Store
 
-    if not (out / FILENAME).is_file():
+    if not (out / FILENAME).exists():
         raise ConfigError(f"no results in {out}: run `ssmbench run --out {out}` first")
     return Store(out / FILENAME, readonly=True)
 
@@ -168,17 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         _models()
     elif args.command == "run":
-        from ssmbench.experiment.sweep import run_sweep
-
-        try:
-            report = run_sweep(config, out, force=args.force, wait=args.wait)
-        except ConfigError as e:  # e.g. another run holds the folder
-            print(f"ssmbench: error: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
-            return 130
-        print(f"report: {report}")
+        return _run(args, config, out)
     elif args.command == "report":
         from ssmbench.experiment.sweep import report_meta
         from ssmbench.report import write_report

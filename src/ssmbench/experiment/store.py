@@ -9,11 +9,14 @@ any instant leaves each cell either finished once or not at all.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from ssmbench.experiment.config import ConfigError
 from ssmbench.experiment.results import FINISHED, CellResult, Status
 
 _FINISHED_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINISHED))
@@ -40,18 +43,67 @@ CREATE TABLE IF NOT EXISTS curves (
 FILENAME = "results.sqlite"
 
 
+class StoreError(ConfigError):
+    """A results store that cannot be read; the message says what is wrong and what to do."""
+
+
+def journal_of(path: Path) -> Path:
+    return path.with_name(path.name + "-journal")
+
+
 class Store:
+    """The store at `path`. Read-only opens never change a byte on disk: a hot journal left by
+    a killed writer is rolled back in a private copy. Read-write opens let SQLite roll it back in
+    place. A file SQLite cannot read or repair raises StoreError."""
+
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        if readonly:  # touches nothing on disk: for checks made before a run may write
-            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        else:
-            self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.executescript(SCHEMA)
-        self.db.row_factory = sqlite3.Row
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if self.path.is_dir():
+            raise StoreError(
+                f"{self.path} is a folder, not a results store: move it away, "
+                "or `ssmbench run --force` sets it aside and starts a new store"
+            )
+        try:
+            self.db = self._connect(readonly)
+            self.db.row_factory = sqlite3.Row
+            self._check()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            why = " ".join(str(e).split())  # quick_check's report spans lines
+            raise StoreError(
+                f"{self.path} is damaged beyond SQLite's recovery ({why}); "
+                "`ssmbench run --force` sets it aside and starts a new store"
+            ) from None
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if not readonly:
+            db = sqlite3.connect(self.path, timeout=30)  # rolls back a hot journal in place
+            db.executescript(SCHEMA)
+            return db
+        journal = journal_of(self.path)
+        if not (journal.is_file() and journal.stat().st_size > 0):
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        self._scratch = tempfile.TemporaryDirectory(prefix="ssmbench-store-")
+        copy = Path(self._scratch.name) / self.path.name
+        shutil.copyfile(self.path, copy)
+        shutil.copyfile(journal, journal_of(copy))
+        return sqlite3.connect(copy)  # its first read rolls the copy's journal back
+
+    def _check(self) -> None:
+        (verdict,) = self.db.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(verdict)
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        if not {"meta", "cells", "curves"} <= {name for (name,) in self.db.execute(query)}:
+            raise sqlite3.DatabaseError("it holds no ssmbench tables")
 
     def close(self) -> None:
-        self.db.close()
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     def __enter__(self) -> Store:
         return self

@@ -7,7 +7,9 @@ checkpoints). A folder made with another config is refused unless `force` wipes 
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,8 +19,8 @@ from ssmbench.experiment.config import ConfigError, SweepConfig
 from ssmbench.experiment.executors import Executor
 from ssmbench.experiment.lock import folder_lock
 from ssmbench.experiment.progress import SweepDisplay
-from ssmbench.experiment.results import FINISHED
-from ssmbench.experiment.store import FILENAME, Store
+from ssmbench.experiment.results import FINISHED, Status
+from ssmbench.experiment.store import FILENAME, Store, StoreError, journal_of
 from ssmbench.report import write_report
 
 
@@ -46,13 +48,8 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
     path = Path(out) / FILENAME
     if not path.exists() or force:
         return
-    try:
-        with Store(path, readonly=True) as store:
-            previous = store.get_meta("fingerprint")
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ConfigError(
-            f"{path} is not a readable ssmbench store ({e}); choose another --out"
-        ) from None
+    with Store(path, readonly=True) as store:  # StoreError if SQLite cannot read it
+        previous = store.get_meta("fingerprint")
     if previous is not None and previous != config.fingerprint():
         raise ConfigError(
             f"{out} holds results of a different config; use another --out, "
@@ -60,9 +57,29 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
         )
 
 
+def set_aside(path: Path) -> Path:
+    """Move a damaged file or folder to a fresh `NAME.corrupt[-N]` beside it; returns that."""
+    aside, n = path.with_name(path.name + ".corrupt"), 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.corrupt-{n}"), n + 1
+    os.replace(path, aside)
+    return aside
+
+
 def open_store(config: SweepConfig, out: Path, force: bool) -> Store:
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(out / FILENAME)
+    path = out / FILENAME
+    try:
+        store = Store(path)
+    except StoreError as e:
+        if not force:
+            raise
+        journal = journal_of(path)
+        aside = set_aside(path)
+        if journal.exists():
+            os.replace(journal, journal_of(aside))
+        print(f"warning: {e.args[0].split(';')[0]}: moved to {aside.name}", file=sys.stderr)
+        store = Store(path)
     if force:  # start clean: no result, no checkpoint of an earlier run survives
         store.clear()
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
@@ -123,3 +140,9 @@ def _run_locked(config: SweepConfig, out: Path, force: bool, executor: Executor 
 
 def report_meta(store: Store) -> dict[str, object]:
     return {key: store.get_meta(key) for key in ("preset", "config", "created_at")}
+
+
+def unfinished_cells(config: SweepConfig, out: Path) -> list[str]:
+    """Ids of the config's cells that are not done (failed, diverged, oom, or never run)."""
+    with Store(Path(out) / FILENAME, readonly=True) as store:
+        return [c.id for c in config.cells() if store.status(c.id) != Status.DONE]
