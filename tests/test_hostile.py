@@ -267,3 +267,77 @@ def test_warnings_and_errors_of_the_cli_are_plain_text(tmp_path, capsys):
 
     assert main(["run", "--models", MARKUP, "--out", str(tmp_path / "o")]) == 2
     assert MARKUP in capsys.readouterr().err
+
+
+HOSTILE_INPUT = {
+    "infinite lr": ("train:\n  lr: .inf\n", "train.lr: Input should be a finite number"),
+    "infinite weight decay": ("train:\n  weight_decay: .inf\n", "train.weight_decay"),
+    "nan lr": ("train:\n  lr: .nan\n", "train.lr"),
+    "infinite time budget": ("train:\n  time_budget_s: .inf\n", "train.time_budget_s"),
+    "infinite grad clip": ("train:\n  grad_clip: .inf\n", "train.grad_clip"),
+    "infinite ray cpus": ("ray_num_cpus: .inf\n", "ray_num_cpus"),
+    "length beyond int64": (["--lengths", "99999999999999999999"], "64-bit integer"),
+    "steps beyond int64": (["--steps", str(2**63)], "64-bit integer"),
+    "batch beyond int64": ("train:\n  batch_size: 9223372036854775808\n", "64-bit integer"),
+    "seed beyond int64": (["--seeds", str(2**64)], "64-bit integer"),
+    "length beyond memory": (["--lengths", "100000000"], "--skip-memory-check"),
+    "batch beyond memory": ("train:\n  batch_size: 100000000\n", "GiB free"),
+    "cuda scan on cpu": (["--scan", "cuda"], "--scan cuda"),
+    "unknown yaml preset": ("preset: huge\n", "unknown preset 'huge'"),
+    "yaml preset against --preset": ("preset: quick\n", "keep one of them"),
+    "threads zero": (["--threads", "0"], "threads"),
+    "workers zero": (["--workers", "0"], "workers"),
+    "empty model list": (["--models", ","], "models"),
+    "markup in model name": (["--models", "[bold]x[/x]"], "unknown model [bold]x[/x]"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_INPUT))
+def test_hostile_input_exits_2_with_one_line_and_touches_nothing(
+    case, finished, tmp_path, capsys, monkeypatch
+):
+    args, expected = HOSTILE_INPUT[case]
+    if isinstance(args, str):
+        (tmp_path / "config.yaml").write_text(args)
+        args = ["--config", str(tmp_path / "config.yaml")]
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(finished)
+    for out in (tmp_path / "fresh", finished):
+        line = one_line(capsys, 2, main([*SMOKE, *args, "--out", str(out)]))
+        assert line.startswith("ssmbench: error:") and expected in line, line
+    assert not (tmp_path / "fresh").exists(), "nothing written"
+    assert snapshot(finished) == before
+
+
+def test_a_yaml_preset_is_applied_not_just_a_label(tmp_path):
+    from ssmbench.experiment.config import load_config
+
+    (tmp_path / "c.yaml").write_text("preset: smoke\ntrain:\n  lr: 0.01\n")
+    config = load_config(None, tmp_path / "c.yaml")
+    smoke = load_config("smoke")
+    assert config.preset == "smoke" and config.models == smoke.models
+    assert config.arch == smoke.arch and config.train.max_steps == smoke.train.max_steps
+    assert config.train.lr == 0.01
+    assert load_config("smoke", tmp_path / "c.yaml").train.lr == 0.01  # same preset: fine
+
+
+def test_repeated_models_lengths_and_seeds_run_once_with_a_note(capsys):
+    from ssmbench.experiment.config import load_config
+
+    overrides = {"models": ["lstm", "lstm"], "lengths": [8, 16, 8], "seeds": [1, 1, 0]}
+    config = load_config("smoke", overrides=overrides)
+    assert (config.models, config.lengths, config.seeds) == (["lstm"], [8, 16], [1, 0])
+    assert len({c.id for c in config.cells()}) == len(config.cells()) == 4
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 3 and all(n.startswith("note: repeated") for n in notes)
+
+
+def test_too_many_threads_is_warned_about(monkeypatch):
+    from ssmbench.experiment.config import load_config
+    from ssmbench.experiment.preflight import threads_note
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert threads_note(load_config("smoke", overrides={"threads": 2})) is None
+    note = threads_note(load_config("smoke", overrides={"threads": 3}))
+    assert note is not None and "2 cores" in note
+    assert "2 cores" in threads_note(load_config("smoke", overrides={"threads": 2, "workers": 2}))

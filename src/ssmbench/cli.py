@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train and measure every model × length × seed, then report")
     run.add_argument(
-        "--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)"
+        "--preset",
+        help=f"one of {', '.join(PRESETS)} (default: the config file's preset:, else quick)",
     )
     run.add_argument("--config", type=Path, help="YAML file overriding the preset")
     run.add_argument("--models", type=_list_of(str, "model names"))
@@ -67,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         help="start clean: discard every result and checkpoint in --out",
     )
 
+    run.add_argument(
+        "--skip-memory-check",
+        action="store_true",
+        help="start even if the largest cell's estimated memory exceeds what is free",
+    )
     run.add_argument(
         "--wait",
         action="store_true",
@@ -126,13 +132,25 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
 
         check_address(config.ray_address)
     else:
-        from ssmbench.experiment.measure import resolve_device
-
-        resolve_device(config.device)
+        _check_local_fit(config, args.skip_memory_check)
     out = args.out or Path("runs") / config.preset
     check_writable(out)
     check_compatible(config, out, args.force)
     return config, out
+
+
+def _check_local_fit(config: Any, skip_memory_check: bool) -> None:
+    """Device, scan backend, memory and threads of a local sweep, before any cell starts."""
+    from ssmbench.experiment.measure import resolve_device
+    from ssmbench.experiment.preflight import check_memory, check_scan, threads_note
+
+    device = resolve_device(config.device)
+    check_scan(config, device)
+    if not skip_memory_check:
+        check_memory(config, device)
+    note = threads_note(config)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, config: Any, out: Path) -> int:
