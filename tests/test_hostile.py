@@ -341,3 +341,135 @@ def test_too_many_threads_is_warned_about(monkeypatch):
     note = threads_note(load_config("smoke", overrides={"threads": 3}))
     assert note is not None and "2 cores" in note
     assert "2 cores" in threads_note(load_config("smoke", overrides={"threads": 2, "workers": 2}))
+
+
+def test_version_and_every_option_shows_its_default(capsys):
+    import argparse
+
+    from ssmbench.cli import _parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("ssmbench ")
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if action.dest != "help" and action.option_strings:
+                assert action.help, (name, action.dest)
+                help_line = sub._get_formatter()._get_help_string(action)
+                assert "default" in help_line, (name, action.dest, help_line)
+        if name == "run":
+            assert "exit codes:" in text and "130" in text
+
+
+class _Unwritable:
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+    def flush(self) -> None:
+        raise self.error
+
+    def fileno(self) -> int:
+        raise ValueError("no file")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [BrokenPipeError(32, "Broken pipe"), OSError(28, "No space left on device")],
+    ids=["closed pipe", "full disk"],
+)
+@pytest.mark.parametrize("command", ["export", "models"])
+def test_an_unwritable_stdout_ends_with_one_line(finished, error, command, capsys, monkeypatch):
+    before = snapshot(finished)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", _Unwritable(error))
+    code = main(["export", str(finished)] if command == "export" else ["models"])
+    monkeypatch.undo()
+    line = one_line(capsys, 1, code)
+    assert line == f"ssmbench: error: standard output: {error.strerror}"
+    assert snapshot(finished) == before
+
+
+def test_report_into_a_read_only_folder_says_so_and_takes_to(finished, tmp_path, capsys):
+    before = snapshot(finished)
+    line = one_line(capsys, 2, main(["report", str(finished), "--to", "/sys/ssmbench-report"]))
+    assert "cannot write in /sys/ssmbench-report" in line and "another --to" in line
+    assert main(["report", str(finished), "--to", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "report.md").exists()
+    assert snapshot(finished) == before  # nothing written beside the store
+
+
+def test_out_inside_a_git_checkout_is_refused_unless_forced(tmp_path, capsys, monkeypatch):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "README.md").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    line = one_line(capsys, 2, main([*SMOKE, "--out", "."]))
+    assert "git checkout" in line and "--force" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".git", "README.md"]
+    from ssmbench.experiment.sweep import check_not_a_checkout
+
+    check_not_a_checkout(tmp_path, force=True)
+    check_not_a_checkout(tmp_path / "runs" / "new", force=False)  # a new folder is fine
+
+
+@pytest.fixture
+def not_ray():
+    """A TCP server that accepts and answers like a web server, and one that never answers."""
+    import socket
+
+    servers = []
+    for reply in (b"HTTP/1.1 400 Bad Request\r\n\r\n", None):
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+
+        def serve(server=server, reply=reply) -> None:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(64)
+                if reply is not None:
+                    conn.sendall(reply)
+                else:
+                    conn.recv(64)  # silent until the client gives up
+
+        threading.Thread(target=serve, daemon=True).start()
+    yield [f"127.0.0.1:{s.getsockname()[1]}" for s in servers]
+    for server in servers:
+        server.close()
+
+
+def test_an_address_that_is_not_ray_fails_fast_with_one_line(not_ray, tmp_path, capsys):
+    import time
+
+    pytest.importorskip("ray")
+    for address in not_ray:
+        started = time.monotonic()
+        args = ["--executor", "ray", "--ray-address", address, "--out", str(tmp_path / "o")]
+        line = one_line(capsys, 2, main([*SMOKE, *args]))
+        assert time.monotonic() - started < 15
+        assert "not as a Ray cluster" in line and address in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_console_script_into_a_closed_pipe_and_a_full_disk(finished):
+    import subprocess
+
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(
+            ["ssmbench", "export", str(finished)], stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "No space" in run.stderr
+    models = subprocess.Popen(
+        ["ssmbench", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    models.stdout.close()  # like `| head` quitting before the output ends
+    err = models.stderr.read().decode()
+    assert models.wait() == 1 and err.count("\n") == 1 and "Broken pipe" in err

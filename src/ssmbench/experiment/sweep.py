@@ -43,6 +43,22 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
+def check_not_a_checkout(out: Path, force: bool) -> None:
+    """Refuse to scatter a run's files into a folder of a git checkout (e.g. `--out .`).
+
+    A folder that does not exist yet, is empty or already holds a store is fine; --force allows
+    the rest (add the folder to .gitignore)."""
+    out = Path(out).resolve()
+    if force or not out.is_dir() or (out / FILENAME).exists() or not any(out.iterdir()):
+        return
+    for folder in (out, *out.parents):
+        if (folder / ".git").exists():
+            raise ConfigError(
+                f"--out {out} is a folder of the git checkout {folder} holding other files; "
+                "use a new folder such as runs/NAME (gitignored), or --force"
+            )
+
+
 def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
     """Refuse to mix results of different configs in one folder (read-only check)."""
     path = Path(out) / FILENAME
