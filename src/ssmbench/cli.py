@@ -132,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
         help="start even if the largest cell's estimated memory exceeds what is free",
     )
     run.add_argument(
+        "--log-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="when stderr is not a terminal, a progress line per running cell at most this often",
+    )
+    run.add_argument(
         "--wait",
         action="store_true",
         help="if another run is writing --out, wait for it instead of exiting with code 2",
@@ -231,7 +238,7 @@ def _run(args: argparse.Namespace, config: Any, out: Path) -> int:
     from ssmbench.experiment.sweep import run_sweep, unfinished_cells
 
     try:
-        report = run_sweep(config, out, force=args.force, wait=args.wait)
+        report = run_sweep(config, out, force=args.force, wait=args.wait, log_every=args.log_every)
     except ConfigError as e:  # e.g. another run holds the folder
         print(f"ssmbench: error: {e}", file=sys.stderr)
         return 2

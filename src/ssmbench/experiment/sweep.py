@@ -123,6 +123,7 @@ def run_sweep(
     force: bool = False,
     executor: Executor | None = None,
     wait: bool = False,
+    log_every: float = 10.0,
 ) -> Path:
     """Run every unfinished cell, record it, and write the report; returns the report's path.
 
@@ -132,14 +133,16 @@ def run_sweep(
     out = Path(out).resolve()  # workers may run elsewhere: Ray's start in their own folder
     with folder_lock(out, wait):
         check_compatible(config, out, force)  # the folder may have changed while we waited
-        return _run_locked(config, out, force, executor)
+        return _run_locked(config, out, force, executor, log_every)
 
 
-def _run_locked(config: SweepConfig, out: Path, force: bool, executor: Executor | None) -> Path:
+def _run_locked(
+    config: SweepConfig, out: Path, force: bool, executor: Executor | None, log_every: float
+) -> Path:
     with open_store(config, out, force) as store:
         todo = [c for c in config.cells() if store.status(c.id) not in FINISHED]
         configs = {c.id: c.model_dump() for c in todo}
-        with SweepDisplay(total=len(todo)) as display:
+        with SweepDisplay(total=len(todo), log_every=log_every) as display:
 
             def emit(kind: str, cell_id: str, payload: object) -> None:
                 if kind == "start":
