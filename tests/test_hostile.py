@@ -47,7 +47,7 @@ def finished(tmp_path):
     cell = config.cells()[0]
     with Store(out / FILENAME) as store:
         store.set_meta(fingerprint=config.fingerprint(), preset="smoke", config=config.model_dump())
-        store.mark_running(cell.id, cell.model_dump())
+        store.mark_running(cell)
         store.finish(
             cell.id,
             CellResult(
@@ -114,12 +114,12 @@ def test_a_finished_result_is_never_reset_by_a_restart(finished):
     cell = config.cells()[0]
     with Store(finished / FILENAME) as store:
         row = store.rows()[0]
-        store.mark_running(cell.id, cell.model_dump())  # a second run starting the same cell
+        store.mark_running(cell)  # a second run starting the same cell
         store.finish(cell.id, CellResult(Status.FAILED, error="killed"))
         assert store.rows() == [row] and store.status(cell.id) == Status.DONE
     with Store(finished / FILENAME) as store:
         store.clear()  # what --force does
-        store.mark_running(cell.id, cell.model_dump())
+        store.mark_running(cell)
         assert store.status(cell.id) == Status.RUNNING
     assert snapshot(finished) != before
 

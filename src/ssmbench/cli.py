@@ -96,6 +96,16 @@ def _parser() -> argparse.ArgumentParser:
         "--seeds", type=_list_of(int, "integers"), help="comma-separated seeds (default: 0)"
     )
     run.add_argument(
+        "--lrs",
+        type=_list_of(float, "numbers"),
+        help="learning rates to sweep (default: the preset's)",
+    )
+    run.add_argument(
+        "--weight-decays",
+        type=_list_of(float, "numbers"),
+        help="weight decays to sweep (default: the preset's)",
+    )
+    run.add_argument(
         "--steps", type=int, help="maximum training steps per cell (default: the preset's)"
     )
     run.add_argument(
@@ -170,6 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format", choices=["csv", "json", "md"], default="json", help="output format"
     )
+    export.add_argument(
+        "--summary",
+        action="store_true",
+        help="one row per model × task setting × length: chosen lr, mean, std, 95%% CI, costs",
+    )
 
     sub.add_parser("models", help="list the models with their parameter counts")
     return parser
@@ -180,6 +195,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "models": args.models,
         "lengths": args.lengths,
         "seeds": args.seeds,
+        "lrs": args.lrs,
+        "weight_decays": args.weight_decays,
         "device": args.device,
         "scan": args.scan,
         "threads": args.threads,
@@ -238,13 +255,14 @@ def _run(args: argparse.Namespace, config: Any, out: Path) -> int:
     from ssmbench.experiment.sweep import run_sweep, unfinished_cells
 
     try:
-        report = run_sweep(config, out, force=args.force, wait=args.wait, log_every=args.log_every)
+        run_sweep(config, out, force=args.force, wait=args.wait, log_every=args.log_every)
     except ConfigError as e:  # e.g. another run holds the folder
         print(f"ssmbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
         return 130
+    report = _write_report(_store_at(out))
     print(f"report: {report}")
     unfinished = unfinished_cells(config, out)
     if unfinished:
@@ -262,24 +280,34 @@ def _store_at(out: Path) -> Any:
     return Store(out / FILENAME, readonly=True)
 
 
-def _write_out(args: argparse.Namespace, store: Any) -> int:
-    """report (files in --to or the store's folder) or export (stdout); the store is only read."""
+def _write_report(store: Any, to: Path | None = None) -> Path:
+    """report.md and img/ in `to` (default: the store's folder), from the store read only."""
     from ssmbench.experiment.sweep import report_meta
-    from ssmbench.report import export, write_report
+    from ssmbench.report import write_report
 
     with store:
-        if args.command == "export":
-            sys.stdout.write(export(store.rows(), args.format))
-            return 0
-        to = args.to or args.out
-        try:
-            path = write_report(store.rows(), store.curves(), report_meta(store), to)
-        except OSError as e:
-            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise
-            hint = "choose another --to" if args.to else "add --to DIR to write it elsewhere"
-            print(f"ssmbench: error: cannot write in {to} ({e.strerror}): {hint}", file=sys.stderr)
-            return 2
+        rows, curves, costs = store.rows(), store.curves(), store.costs()
+        meta = report_meta(store)
+    return write_report(rows, curves, meta, to or store.path.parent, costs)
+
+
+def _write_out(args: argparse.Namespace, store: Any) -> int:
+    """report (files in --to or the store's folder) or export (stdout); the store is only read."""
+    if args.command == "export":
+        from ssmbench.report import export
+
+        with store:
+            sys.stdout.write(export(store.rows(), args.format, store.costs(), summary=args.summary))
+        return 0
+    to = args.to or args.out
+    try:
+        path = _write_report(store, to)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        hint = "choose another --to" if args.to else "add --to DIR to write it elsewhere"
+        print(f"ssmbench: error: cannot write in {to} ({e.strerror}): {hint}", file=sys.stderr)
+        return 2
     print(f"report: {path}")
     return 0
 

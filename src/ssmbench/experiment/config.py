@@ -54,6 +54,11 @@ class TaskConfig(_Strict):
     n_tokens: PositiveInt = 16
     vocab_size: int = Field(16, ge=3)
 
+    @property
+    def key(self) -> str:
+        """The task and its parameters other than seq_len, e.g. 'selective-copy-M16-V16'."""
+        return f"{self.name}-M{self.n_tokens}-V{self.vocab_size}"
+
 
 class ArchConfig(_Strict):
     d_model: PositiveInt = 64
@@ -106,7 +111,7 @@ class _Cell(_Strict):
 
 
 class CellConfig(_Cell):
-    """One model trained on one task length with one seed."""
+    """One model trained on one task setting and length, at one lr and weight decay, one seed."""
 
     model: str
     seq_len: PositiveInt
@@ -114,15 +119,30 @@ class CellConfig(_Cell):
 
     @property
     def id(self) -> str:
-        return f"{self.model}/L{self.seq_len}/M{self.task.n_tokens}/s{self.seed}"
+        hp = self.train
+        return (
+            f"{self.model}/{self.task.key}/L{self.seq_len}/lr{hp.lr:g}/wd{hp.weight_decay:g}"
+            f"/s{self.seed}"
+        )
+
+    @property
+    def cost_id(self) -> str:
+        """What its cost depends on: model and input shape (lr, weight decay and seed don't)."""
+        return f"{self.model}/{self.task.key}/L{self.seq_len}"
 
 
 class SweepConfig(_Cell):
-    """The whole experiment: every model × length × seed, plus how to execute it."""
+    """The whole experiment: every model × length × lr × weight decay × seed, and how to run it.
+
+    `lrs` and `weight_decays` default to the single `train.lr` and `train.weight_decay`.
+    """
 
     preset: str = "custom"
+    description: str = ""
     models: list[str] = Field(min_length=1)
     lengths: list[Annotated[int, Field(strict=True, gt=0)]] = Field(min_length=1)
+    lrs: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
+    weight_decays: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=1)
     seeds: list[Annotated[int, Field(strict=True)]] = Field([0], min_length=1)
     executor: Literal["local", "ray"] = "local"
     workers: PositiveInt = 1
@@ -149,12 +169,27 @@ class SweepConfig(_Cell):
             raise ValueError(f"seeds must be in [0, 2**40), got {bad}")
         return seeds
 
+    def grid(self) -> tuple[list[float], list[float]]:
+        """The learning rates and weight decays swept."""
+        return (
+            self.lrs or [self.train.lr],
+            self.weight_decays if self.weight_decays is not None else [self.train.weight_decay],
+        )
+
     def cells(self) -> list[CellConfig]:
         shared = self.model_dump(include=set(_Cell.model_fields))
+        lrs, wds = self.grid()
         return [
-            CellConfig(model=m, seq_len=L, seed=s, **shared)
+            CellConfig(
+                model=m,
+                seq_len=L,
+                seed=s,
+                **{**shared, "train": {**shared["train"], "lr": lr, "weight_decay": wd}},
+            )
             for m in self.models
             for L in self.lengths
+            for lr in lrs
+            for wd in wds
             for s in self.seeds
         ]
 
