@@ -1,4 +1,4 @@
-"""The `ssmbench` command: run, bench, report, export, models.
+"""The `ssmbench` command: run, bench, report, export, models, presets.
 
 Every bad input is caught here, at the edge, before anything is written: it exits with code 2
 and one line on standard error that says what is wrong.
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="train and measure every model × length × seed, then report",
+        help="train every model × task × length × lr × wd × seed, measure costs, report",
         epilog=EXIT_CODES,
     )
     run.add_argument(
@@ -137,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cells and a cost estimate from a few timed steps, then exit",
+    )
+    run.add_argument(
         "--skip-memory-check",
         action="store_true",
         help="start even if the largest cell's estimated memory exceeds what is free",
@@ -187,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("models", help="list the models with their parameter counts")
+    sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
     return parser
 
 
@@ -312,6 +318,17 @@ def _write_out(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
+def _presets() -> None:
+    from ssmbench.experiment.config import load_config
+
+    for name in PRESETS:
+        config = load_config(name)
+        steps = sum(cell.train.max_steps for cell in config.cells())
+        print(f"{name:<14} {config.description}")
+        print(f"{'':<14} {len(config.cells())} cells, at most {steps:,} training steps; "
+              f"{config.estimate or 'no estimate'}")  # fmt: skip
+
+
 def _models() -> None:
     from ssmbench.models import build, n_params, names
 
@@ -358,6 +375,12 @@ def _main(argv: list[str] | None = None) -> int:
 
     if args.command == "models":
         _models()
+    elif args.command == "presets":
+        _presets()
+    elif args.command == "run" and args.dry_run:
+        from ssmbench.experiment.estimate import estimate, format_estimate
+
+        sys.stdout.write(format_estimate(config, estimate(config)))
     elif args.command == "run":
         return _run(args, config, out)
     elif args.command in ("report", "export"):

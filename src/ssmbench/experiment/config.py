@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.resources
 import json
 import sys
 from pathlib import Path
@@ -138,8 +139,10 @@ class SweepConfig(_Cell):
     """
 
     preset: str = "custom"
-    description: str = ""
+    description: str = ""  # one line, shown by `ssmbench presets`
+    estimate: str = ""  # what a run costs, in words, shown by `ssmbench presets`
     models: list[str] = Field(min_length=1)
+    tasks: list[TaskConfig] | None = Field(None, min_length=1)  # settings; default [task]
     lengths: list[Annotated[int, Field(strict=True, gt=0)]] = Field(min_length=1)
     lrs: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
     weight_decays: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=1)
@@ -169,6 +172,10 @@ class SweepConfig(_Cell):
             raise ValueError(f"seeds must be in [0, 2**40), got {bad}")
         return seeds
 
+    def settings(self) -> list[TaskConfig]:
+        """The task settings swept."""
+        return list(self.tasks or [self.task])
+
     def grid(self) -> tuple[list[float], list[float]]:
         """The learning rates and weight decays swept."""
         return (
@@ -179,14 +186,20 @@ class SweepConfig(_Cell):
     def cells(self) -> list[CellConfig]:
         shared = self.model_dump(include=set(_Cell.model_fields))
         lrs, wds = self.grid()
+        tasks = [t.model_dump() for t in self.tasks or [self.task]]
         return [
             CellConfig(
                 model=m,
                 seq_len=L,
                 seed=s,
-                **{**shared, "train": {**shared["train"], "lr": lr, "weight_decay": wd}},
+                **{
+                    **shared,
+                    "task": task,
+                    "train": {**shared["train"], "lr": lr, "weight_decay": wd},
+                },
             )
             for m in self.models
+            for task in tasks
             for L in self.lengths
             for lr in lrs
             for wd in wds
@@ -198,55 +211,19 @@ class SweepConfig(_Cell):
         return json.dumps(self.model_dump(include=set(_Cell.model_fields)), sort_keys=True)
 
 
-ALL_MODELS = model_names()
+PRESET_DIR = importlib.resources.files("ssmbench") / "presets"
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The study's settings (see shared/study/results.md): a GPU job.
-    "paper": {
-        "models": ALL_MODELS,
-        "lengths": [256, 512, 784],
-        "task": {"n_tokens": 16, "vocab_size": 16},
-        "train": {"max_steps": 200_000, "batch_size": 64, "lr": 1e-4, "patience": 5_000},
-    },
-    # The default: every model on the CPU in minutes, at one equal step budget per model.
-    "quick": {
-        "models": ALL_MODELS,
-        "lengths": [32, 64],
-        "task": {"n_tokens": 4, "vocab_size": 16},
-        "arch": {"d_model": 64, "n_layers": 2, "d_state": 16},
-        "train": {
-            "max_steps": 1_000,
-            "batch_size": 32,
-            "lr": 3e-3,
-            "warmup_steps": 100,
-            "grad_clip": 1.0,
-            "eval_every": 100,
-            "patience": None,
-            "checkpoint_every": 250,
-            "val_size": 512,
-            "test_size": 1_024,
-        },
-        "device": "cpu",
-    },
-    # About a minute: for tests and a first look.
-    "smoke": {
-        "models": ["mamba-s6", "s4d-real", "lstm"],
-        "lengths": [16, 24],
-        "task": {"n_tokens": 2, "vocab_size": 8},
-        "arch": {"d_model": 16, "n_layers": 1, "d_state": 4},
-        "train": {
-            "max_steps": 40,
-            "batch_size": 8,
-            "lr": 3e-3,
-            "eval_every": 10,
-            "patience": None,
-            "checkpoint_every": 20,
-            "val_size": 64,
-            "test_size": 64,
-        },
-        "device": "cpu",
-    },
-}
+
+def _read_presets() -> dict[str, dict[str, Any]]:
+    """Every preset shipped in the package: presets/NAME.yaml -> its mapping."""
+    found = {}
+    for entry in sorted(PRESET_DIR.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            found[entry.name.removesuffix(".yaml")] = yaml.safe_load(entry.read_text())
+    return found
+
+
+PRESETS: dict[str, dict[str, Any]] = _read_presets()
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -309,10 +286,11 @@ def _choose_preset(asked: str | None, file: Path | None, in_file: Any) -> str:
 
 
 def _dedupe(data: dict[str, Any]) -> None:
-    """Drop repeated models, lengths and seeds (each cell runs once), with a note on stderr."""
-    for key in ("models", "lengths", "seeds"):
+    """Drop repeated list entries (each cell runs once), with a note on stderr."""
+    for key in ("models", "lengths", "seeds", "lrs", "weight_decays"):
         values = data.get(key)
-        if not isinstance(values, list) or not all(isinstance(v, str | int) for v in values):
+        plain = isinstance(values, list) and all(isinstance(v, str | int | float) for v in values)
+        if not plain:
             continue
         unique = list(dict.fromkeys(values))
         if len(unique) < len(values):
