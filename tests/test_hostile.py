@@ -473,3 +473,46 @@ def test_console_script_into_a_closed_pipe_and_a_full_disk(finished):
     models.stdout.close()  # like `| head` quitting before the output ends
     err = models.stderr.read().decode()
     assert models.wait() == 1 and err.count("\n") == 1 and "Broken pipe" in err
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code", "expected"),
+    [
+        (KeyboardInterrupt(), 130, "interrupted: rerun the same command to resume"),
+        (OSError(28, "No space left on device", "results.sqlite"), 1, "No space left"),
+    ],
+    ids=["ctrl-c", "disk full mid-run"],
+)
+def test_an_interrupted_or_starved_run_ends_with_one_line(
+    finished, outcome, code, expected, capsys, monkeypatch
+):
+    import ssmbench.experiment.sweep as sweep
+
+    def stopped(*args, **kwargs):
+        raise outcome
+
+    monkeypatch.setattr(sweep, "run_sweep", stopped)
+    before = snapshot(finished)
+    line = one_line(capsys, code, main([*SMOKE, "--out", str(finished)]))
+    assert expected in line
+    assert snapshot(finished) == before
+
+
+def test_non_finite_numbers_in_an_old_store_never_crash_export(finished, capsys):
+    import sqlite3
+
+    with sqlite3.connect(finished / FILENAME) as db:  # as written before floats were checked
+        db.execute('UPDATE cells SET metrics = \'{"accuracy": Infinity, "steps": 4}\'')
+    before = snapshot(finished)
+    assert main(["export", str(finished), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["accuracy"] is None  # JSON has no inf
+    with sqlite3.connect(finished / FILENAME) as db:
+        config = db.execute("SELECT config FROM cells").fetchone()[0]
+        config = config.replace('"lr":0.003', '"lr":Infinity')
+        assert "Infinity" in config
+        db.execute("UPDATE cells SET config = ?", (config,))
+    before = snapshot(finished)
+    line = one_line(capsys, 2, main(["export", str(finished), "--format", "json"]))
+    assert "--format csv" in line
+    assert main(["export", str(finished), "--format", "csv"]) == 0
+    assert snapshot(finished) == before

@@ -303,7 +303,13 @@ def _write_out(args: argparse.Namespace, store: Any) -> int:
         from ssmbench.report import export
 
         with store:
-            sys.stdout.write(export(store.rows(), args.format, store.costs(), summary=args.summary))
+            try:
+                text = export(store.rows(), args.format, store.costs(), summary=args.summary)
+            except ValueError as e:  # e.g. a non-finite number, which JSON cannot hold
+                print(f"ssmbench: error: cannot export {args.out} as {args.format}: {e}; "
+                      "try --format csv", file=sys.stderr)  # fmt: skip
+                return 2
+        sys.stdout.write(text)
         return 0
     to = args.to or args.out
     try:
