@@ -503,7 +503,6 @@ def test_non_finite_numbers_in_an_old_store_never_crash_export(finished, capsys)
 
     with sqlite3.connect(finished / FILENAME) as db:  # as written before floats were checked
         db.execute('UPDATE cells SET metrics = \'{"accuracy": Infinity, "steps": 4}\'')
-    before = snapshot(finished)
     assert main(["export", str(finished), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["accuracy"] is None  # JSON has no inf
     with sqlite3.connect(finished / FILENAME) as db:
