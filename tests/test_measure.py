@@ -16,14 +16,8 @@ from torch import nn
 
 import ssmbench.experiment.bench as bench_module
 import ssmbench.experiment.measure as measure_module
-from ssmbench.experiment.bench import (
-    bench,
-    format_bench,
-    growth,
-    run_bench_command,
-    study_ratios,
-    validate_bench_args,
-)
+from ssmbench.cli import run_bench_command, validate_bench_args
+from ssmbench.experiment.bench import bench, growth, study_ratios
 from ssmbench.experiment.measure import (
     MEASURES,
     PeakMemory,
@@ -35,6 +29,7 @@ from ssmbench.experiment.measure import (
     time_steps,
 )
 from ssmbench.ops.scan import resolve_backend
+from ssmbench.report.bench import format_bench
 
 CPU = torch.device("cpu")
 BIG_MIB = 200

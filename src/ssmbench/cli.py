@@ -283,7 +283,11 @@ def _store_at(out: Path) -> Any:
 
     if not (out / FILENAME).exists():
         raise ConfigError(f"no results in {out}: run `ssmbench run --out {out}` first")
-    return Store(out / FILENAME, readonly=True)
+    store = Store(out / FILENAME, readonly=True)
+    if store.outdated:
+        store.close()
+        raise ConfigError(f"{out} holds results of an older ssmbench; rerun into another --out")
+    return store
 
 
 def _write_report(store: Any, to: Path | None = None) -> Path:
@@ -335,6 +339,46 @@ def _presets() -> None:
               f"{config.estimate or 'no estimate'}")  # fmt: skip
 
 
+def validate_bench_args(args: argparse.Namespace) -> None:
+    """Check `ssmbench bench`'s arguments before anything is built (ValueError says the fix)."""
+    from ssmbench.experiment.bench import checked_tasks
+    from ssmbench.experiment.measure import resolve_device
+    from ssmbench.models import names
+
+    checked_tasks(args.models or names(), args.lengths, args.n_tokens, 16, args.batch_size, 0,
+                  args.repeats)  # fmt: skip
+    resolve_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+
+
+def run_bench_command(args: argparse.Namespace) -> None:
+    """`ssmbench bench`: progress on stderr, then the tables (or the rows as JSON) on stdout."""
+    import json
+
+    from ssmbench.experiment.bench import bench, growth, study_ratios
+    from ssmbench.models import names
+    from ssmbench.report.bench import format_bench
+
+    def progress(row: dict) -> None:
+        cost = f"train {row['train_ms']:.2f} ms" if row["status"] == "done" else row["error"]
+        print(f"{row['model']} at {row['seq_len']}: {row['status']}, {cost}", file=sys.stderr)
+
+    rows = bench(
+        args.models or names(),
+        args.lengths,
+        n_tokens=args.n_tokens,
+        batch_size=args.batch_size,
+        device=args.device,
+        repeats=args.repeats,
+        on_row=progress,
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_bench(rows, study_ratios(rows), growth(rows)))
+
+
 def _models() -> None:
     from ssmbench.models import build, n_params, names
 
@@ -372,8 +416,6 @@ def _main(argv: list[str] | None = None) -> int:
         elif args.command in ("report", "export"):
             store = _store_at(args.out)
         elif args.command == "bench":
-            from ssmbench.experiment.bench import validate_bench_args
-
             validate_bench_args(args)
     except (ConfigError, ValueError) as e:
         print(f"ssmbench: error: {e}", file=sys.stderr)
@@ -393,8 +435,6 @@ def _main(argv: list[str] | None = None) -> int:
         return _write_out(args, store)
     elif args.command == "bench":
         import torch
-
-        from ssmbench.experiment.bench import run_bench_command
 
         if args.threads is not None:
             torch.set_num_threads(args.threads)

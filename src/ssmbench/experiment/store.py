@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS costs (
 IDENTITY = ("id", "model", "task", "seq_len", "n_tokens", "lr", "weight_decay", "seed")
 
 FILENAME = "results.sqlite"
+SCHEMA_VERSION = 2  # 2: task, lr and weight decay per cell; costs measured apart
 
 
 class StoreError(ConfigError):
@@ -67,7 +68,9 @@ def _identity(cell: CellConfig) -> tuple[str, str, str, int, int]:
 class Store:
     """The store at `path`. Read-only opens never change a byte on disk: a hot journal left by
     a killed writer is rolled back in a private copy. Read-write opens let SQLite roll it back in
-    place. A file SQLite cannot read or repair raises StoreError."""
+    place. A file SQLite cannot read or repair raises StoreError. A store written by an older
+    layout is `outdated`: readable only after `clear()`, which rebuilds it (the sweep's --force).
+    """
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -80,6 +83,8 @@ class Store:
         try:
             self.db = self._connect(readonly)
             self.db.row_factory = sqlite3.Row
+            if not readonly and not self._has_cells():
+                self._create()
             self._check()
         except sqlite3.DatabaseError as e:
             self.close()
@@ -91,9 +96,7 @@ class Store:
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:
-            db = sqlite3.connect(self.path, timeout=30)  # rolls back a hot journal in place
-            db.executescript(SCHEMA)
-            return db
+            return sqlite3.connect(self.path, timeout=30)  # rolls back a hot journal in place
         journal = journal_of(self.path)
         if not (journal.is_file() and journal.stat().st_size > 0):
             return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
@@ -108,8 +111,22 @@ class Store:
         if verdict != "ok":
             raise sqlite3.DatabaseError(verdict)
         query = "SELECT name FROM sqlite_master WHERE type = 'table'"
-        if not {"meta", "cells", "curves"} <= {name for (name,) in self.db.execute(query)}:
+        if not {"meta", "cells"} <= {name for (name,) in self.db.execute(query)}:
             raise sqlite3.DatabaseError("it holds no ssmbench tables")
+
+    def _has_cells(self) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'"
+        return self.db.execute(query).fetchone() is not None
+
+    def _create(self) -> None:
+        self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def outdated(self) -> bool:
+        """True when the file was written by an ssmbench with another layout."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        return self._has_cells() and version != SCHEMA_VERSION
 
     def close(self) -> None:
         if getattr(self, "db", None) is not None:
@@ -136,9 +153,11 @@ class Store:
             )
 
     def clear(self) -> None:
+        """Drop everything and start over in the current layout."""
         with self.db:
             for table in ("curves", "cells", "costs", "meta"):
-                self.db.execute(f"DELETE FROM {table}")
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+        self._create()
 
     def status(self, cell_id: str) -> Status | None:
         row = self.db.execute("SELECT status FROM cells WHERE id = ?", (cell_id,)).fetchone()

@@ -65,7 +65,12 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
     if not path.exists() or force:
         return
     with Store(path, readonly=True) as store:  # StoreError if SQLite cannot read it
-        previous = store.get_meta("fingerprint")
+        previous, outdated = store.get_meta("fingerprint"), store.outdated
+    if outdated:
+        raise ConfigError(
+            f"{out} holds results of an older ssmbench; use another --out, "
+            "or --force to discard them"
+        )
     if previous is not None and previous != config.fingerprint():
         raise ConfigError(
             f"{out} holds results of a different config; use another --out, "
