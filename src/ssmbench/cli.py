@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ssmbench {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _add_run(sub)
+    _add_bench(sub)
+    _add_store_readers(sub)
+    sub.add_parser("models", help="list the models with their parameter counts")
+    sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
+    return parser
+
+
+def _add_run(sub: Any) -> None:
+    """`run`: what to train (the rest: how and where, in _add_run_options)."""
     run = sub.add_parser(
         "run",
         help="train every model × task × length × lr × wd × seed, measure costs, report",
@@ -113,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--scan", choices=BACKENDS, help="selective-scan backend (default: auto)")
     run.add_argument("--threads", type=int, help="torch threads per cell (default: cores/workers)")
+    _add_run_options(run)
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--plugins",
         type=_list_of(str, "module names"),
@@ -159,6 +173,8 @@ def _parser() -> argparse.ArgumentParser:
         help="if another run is writing --out, wait for it instead of exiting with code 2",
     )
 
+
+def _add_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="time, memory and utilization only, no training")
     bench.add_argument("--models", type=_list_of(str, "model names"), help="(default: every model)")
     bench.add_argument(
@@ -174,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
 
+
+def _add_store_readers(sub: Any) -> None:
     report = sub.add_parser("report", help="redraw report.md and the plots from a store")
     report.add_argument("out", type=Path, help="folder holding results.sqlite (read only)")
     report.add_argument(
@@ -190,10 +208,6 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one row per model × task setting × length: chosen lr, mean, std, 95%% CI, costs",
     )
-
-    sub.add_parser("models", help="list the models with their parameter counts")
-    sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
-    return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
