@@ -217,6 +217,20 @@ def test_force_sets_a_damaged_store_aside_and_starts_a_new_one(finished, capsys)
         assert [(r["status"], r["steps"]) for r in store.rows()] == [("done", 10)]
 
 
+@pytest.fixture
+def markup():
+    """The markup-laden error text of tests/faulty_models.py; its models are unregistered after."""
+    from ssmbench.models import MODELS
+
+    registered = dict(MODELS)
+    from faulty_models import MARKUP
+
+    yield MARKUP
+    MODELS.clear()
+    MODELS.update(registered)
+    sys.modules.pop("faulty_models", None)
+
+
 def _display_output(terminal: bool, text: str) -> str:
     import io
 
@@ -237,9 +251,8 @@ def _display_output(terminal: bool, text: str) -> str:
 
 
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
-def test_markup_in_messages_prints_as_plain_text(terminal):
-    from faulty_models import MARKUP
-
+def test_markup_in_messages_prints_as_plain_text(terminal, markup):
+    MARKUP = markup
     output = _display_output(terminal, MARKUP)
     assert f"model{MARKUP}/L8: warning: {MARKUP}" in output
     assert f"model{MARKUP}/L8: failed — RuntimeError: {MARKUP}" in output
@@ -248,9 +261,8 @@ def test_markup_in_messages_prints_as_plain_text(terminal):
         assert all(len(line) > 60 for line in output.splitlines())
 
 
-def test_markup_in_a_cell_failure_reaches_store_and_report_intact(tmp_path, capsys):
-    from faulty_models import MARKUP
-
+def test_markup_in_a_cell_failure_reaches_store_and_report_intact(tmp_path, capsys, markup):
+    MARKUP = markup
     argv = ["run", "--preset", "smoke", "--models", "fault-markup", "--lengths", "8"]
     code = main([*argv, "--plugins", "faulty_models", "--out", str(tmp_path)])
     err = capsys.readouterr().err
@@ -262,9 +274,8 @@ def test_markup_in_a_cell_failure_reaches_store_and_report_intact(tmp_path, caps
     assert MARKUP in json.loads(capsys.readouterr().out)[0]["error"]
 
 
-def test_warnings_and_errors_of_the_cli_are_plain_text(tmp_path, capsys):
-    from faulty_models import MARKUP
-
+def test_warnings_and_errors_of_the_cli_are_plain_text(tmp_path, capsys, markup):
+    MARKUP = markup
     assert main(["run", "--models", MARKUP, "--out", str(tmp_path / "o")]) == 2
     assert MARKUP in capsys.readouterr().err
 
