@@ -202,6 +202,7 @@ def test_bench_measures_each_model_and_records_failures(monkeypatch):
     assert row["status"] == "done" and row["error"] is None
     assert row["model"] == "lstm" and row["seq_len"] == 8 and row["params"] > 0
     assert row["train_ms"] > 0 and row["device"] == "cpu" and row["scan_backend"] is None
+    assert (row["display_name"], row["family"], row["state_size"]) == ("LSTM", "rnn", 2 * 64)
 
     outcomes = iter(
         [torch.OutOfMemoryError("out of memory, pretend"), RuntimeError("broken, pretend"), None]

@@ -18,8 +18,7 @@ from ssmbench.experiment.measure import (
     measure,
     resolve_device,
 )
-from ssmbench.layers.s6 import S6
-from ssmbench.models import build, n_params, names
+from ssmbench.models import backends_of, build, get, n_params, names
 from ssmbench.ops.scan import resolve_backend
 from ssmbench.tasks.copying import SelectiveCopy
 
@@ -65,14 +64,6 @@ RATIOS = [
     ("s6", "s4d-real", "peak_mem_mib", None),
     ("s4", "s4-lowrank", "train_ms", 2.0),
 ]
-DISPLAY = {
-    "mamba-s6": "Mamba-S6",
-    "mamba-s4d-real": "Mamba-S4D-Real",
-    "s6": "S6",
-    "s4d-real": "S4D-Real",
-    "s4": "S4",
-    "s4-lowrank": "S4-LowRank",
-}
 METRIC_NAMES = {"train_ms": "train time", "peak_mem_mib": "peak memory"}
 GROWTH_TARGET = {(256, 784): 3.5}  # train time at the long length / at the short, <= target
 
@@ -145,7 +136,8 @@ def bench(
                 torch.manual_seed(seed)
                 model = build(name, vocab_size, d_model, n_layers, d_state)
                 row["params"] = n_params(model)
-                if any(isinstance(module, S6) for module in model.modules()):
+                row.update(get(name).describe(d_model, d_state, task.seq_len))
+                if "selective-scan" in backends_of(model):
                     row["scan_backend"] = resolve_backend(torch_device)
                 row.update(measure(model, inputs, targets, torch_device, warmup, repeats))
             except torch.OutOfMemoryError as error:
@@ -281,7 +273,7 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
     where = (
         f"Measured on {first['device']} ({first['device_name']}), torch {first['torch_version']}, "
         f"threads: {first['threads']}, "
-        f"scan backend: {', '.join(backends) or 'none (no S6 model)'}; "
+        f"scan backend: {', '.join(backends) or 'none (no model using the selective scan)'}; "
         f"ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
         f"batch {first['batch_size']}, {first['n_tokens']} tokens, median and IQR of "
         f"{first['repeats']} steps after {first['warmup']} warm-up steps."
@@ -303,7 +295,7 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
     }
     costs = [[_with_error(row)[key] for key in cost_columns.values()] for row in rows]
     ratio_lines = [
-        [r["seq_len"], f"{DISPLAY[r['numerator']]} / {DISPLAY[r['denominator']]}",
+        [r["seq_len"], f"{get(r['numerator']).title} / {get(r['denominator']).title}",
          METRIC_NAMES[r["metric"]], r["ratio"], r["study"], _limit(r["target"]), r["meets_target"]]
         for r in ratios
     ]  # fmt: skip

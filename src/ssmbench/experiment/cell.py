@@ -15,7 +15,7 @@ import torch
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.measure import environment, measure, resolve_device
 from ssmbench.experiment.train import Diverged, Progress, train
-from ssmbench.layers.s6 import S6
+from ssmbench.models import backends_of, get
 from ssmbench.ops.scan import resolve_backend, set_default_backend
 from ssmbench.tasks import make_task
 
@@ -62,8 +62,10 @@ def run_cell(
                 repeats=cell.measure.repeats,
                 lr=cell.train.lr,
             )
-        uses_scan = any(isinstance(m, S6) for m in model.modules())
+        arch = cell.arch.model_dump()
+        metrics |= get(cell.model).describe(arch["d_model"], arch["d_state"], cell.seq_len)
         metrics |= environment(device)
+        uses_scan = "selective-scan" in backends_of(model)
         metrics["scan_backend"] = resolve_backend(device) if uses_scan else None
         checkpoint.unlink(missing_ok=True)
         return {"status": "done", "metrics": metrics, "error": None, "curve": curve}

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from ssmbench.models import names as model_names
+from ssmbench.models import study_names
 from ssmbench.ops.scan import BACKENDS
 from ssmbench.tasks import MAX_TRAIN_SEED, TASKS
 
@@ -142,7 +143,7 @@ class SweepConfig(_Cell):
         return json.dumps(self.model_dump(include=set(_Cell.model_fields)), sort_keys=True)
 
 
-ALL_MODELS = model_names()
+ALL_MODELS = study_names()  # the study's twelve; `--models` names any registered model
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The study's settings (see shared/study/results.md): a GPU job.
