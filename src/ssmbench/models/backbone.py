@@ -1,6 +1,7 @@
 """The backbone shared by every model: embedding, pre-norm residual layers, norm, linear head.
 
-    h_0 = E[tokens] (+ P[positions] for a model with learned absolute positions);  h_{i+1} = h_i + f_i(LayerNorm(h_i));  logits = W_head LayerNorm(h_n)
+    h_0 = E[tokens] (+ P[t] with learned absolute positions, where a model has them)
+    h_{i+1} = h_i + f_i(LayerNorm(h_i));  logits = W_head LayerNorm(h_n)
 
 The study's models had no residual connections; ours do (see the README).
 """
@@ -36,10 +37,12 @@ class SequenceModel(nn.Module):
         """tokens (B, T) int64 -> logits (B, T, V)."""
         h = self.embedding(tokens)  # (B, T, D)
         if self.positions is not None:
-            T, max_len = tokens.shape[1], self.positions.num_embeddings
-            if T > max_len:
-                raise ValueError(f"this model has learned positions up to {max_len}, got T={T}")
-            h = h + self.positions.weight[:T]  # (B, T, D) + (T, D)
+            length, max_len = tokens.shape[1], self.positions.num_embeddings
+            if length > max_len:
+                raise ValueError(
+                    f"this model has learned positions up to {max_len}, got length {length}"
+                )
+            h = h + self.positions.weight[:length]  # (B, T, D) + (T, D)
         for layer in self.layers:
             h = layer(h)
         return self.head(self.norm(h))

@@ -193,7 +193,9 @@ def metric_table(rows: list[dict], metric: str) -> str:
         return shown if len(cell.values) == n_usual else f"{shown} (n={len(cell.values)})"
 
     header = [spec.label_for(devices(rows)), *(column_label(c, cols) for c in cols)]
-    body = [[display_name(m, rows), *(text(cells.get((m, c))) for c in cols)] for m in model_order(rows)]
+    body = [
+        [display_name(m, rows), *(text(cells.get((m, c))) for c in cols)] for m in model_order(rows)
+    ]
     table = _markdown_table(header, body, ["<", *(">" for _ in cols)])
     footnote = (
         f"n={n_usual} finished seeds per cell (mean ± sample std when n ≥ 2); (n=k) marks a "
