@@ -14,6 +14,7 @@ import torch
 
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.measure import environment, measure, resolve_device
+from ssmbench.experiment.results import CellResult, Status
 from ssmbench.experiment.train import Diverged, Progress, train
 from ssmbench.models import backends_of, get
 from ssmbench.ops.scan import resolve_backend, set_default_backend
@@ -26,10 +27,8 @@ def checkpoint_path(out_dir: Path, cell_id: str) -> Path:
     return Path(out_dir) / CHECKPOINTS / (cell_id.replace("/", "_") + ".pt")
 
 
-def run_cell(
-    cell: CellConfig, out_dir: Path, on_progress: Progress | None = None
-) -> dict[str, Any]:
-    """{'status', 'metrics', 'error', 'curve'} for one cell; resumes from its checkpoint."""
+def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = None) -> CellResult:
+    """The outcome of one cell; resumes from its checkpoint."""
     checkpoint = checkpoint_path(out_dir, cell.id)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     curve: list[dict[str, float]] = []
@@ -68,17 +67,12 @@ def run_cell(
         uses_scan = "selective-scan" in backends_of(model)
         metrics["scan_backend"] = resolve_backend(device) if uses_scan else None
         checkpoint.unlink(missing_ok=True)
-        return {"status": "done", "metrics": metrics, "error": None, "curve": curve}
+        return CellResult(Status.DONE, metrics, curve=curve)
     except Diverged as e:
-        return {"status": "diverged", "metrics": None, "error": str(e), "curve": curve}
+        return CellResult(Status.DIVERGED, error=str(e), curve=curve)
     except torch.cuda.OutOfMemoryError as e:
         message = str(e).splitlines()[0] if str(e) else "CUDA out of memory"
-        return {"status": "oom", "metrics": None, "error": message, "curve": curve}
+        return CellResult(Status.OOM, error=message, curve=curve)
     except Exception as e:  # noqa: BLE001 - any failure of the cell is recorded, not raised
         detail = traceback.format_exc(limit=-3)
-        return {
-            "status": "failed",
-            "metrics": None,
-            "error": f"{type(e).__name__}: {e}\n{detail}",
-            "curve": curve,
-        }
+        return CellResult(Status.FAILED, error=f"{type(e).__name__}: {e}\n{detail}", curve=curve)

@@ -16,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ssmbench.experiment.results import Status
+
 
 class SweepDisplay:
     def __init__(self, total: int, console: Console | None = None) -> None:
@@ -56,11 +58,12 @@ class SweepDisplay:
             if task is not None:
                 self.progress.remove_task(task)
             self.progress.advance(self.overall)
-            status = payload["status"]
-            metrics = payload["metrics"] or {}
+            status, metrics = payload.status, payload.metrics or {}
             detail = (
                 f"accuracy {metrics['accuracy']:.3f} in {metrics['steps']} steps"
-                if status == "done"
-                else (payload["error"] or "").splitlines()[0]
+                if "accuracy" in metrics
+                else (payload.error or "").splitlines()[0]
+                if status != Status.DONE
+                else "measured"
             )
             self.console.print(f"{cell_id}: {status} — {detail}", highlight=False)

@@ -14,16 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("pending", "running", "done", "failed", "diverged", "oom")
-FINISHED = ("done", "diverged", "oom")  # outcomes of the config itself; the rest are retried
+from ssmbench.experiment.results import CellResult, Status
 
-SCHEMA = """
+_STATUS_WORDS = ", ".join(f"'{s.value}'" for s in Status)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cells (
     id TEXT PRIMARY KEY,
     model TEXT NOT NULL, seq_len INTEGER NOT NULL, n_tokens INTEGER NOT NULL,
     seed INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending','running','done','failed','diverged','oom')),
+    status TEXT NOT NULL CHECK (status IN ({_STATUS_WORDS})),
     config TEXT NOT NULL, metrics TEXT, error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL
 );
@@ -72,9 +73,9 @@ class Store:
             for table in ("curves", "cells", "meta"):
                 self.db.execute(f"DELETE FROM {table}")
 
-    def status(self, cell_id: str) -> str | None:
+    def status(self, cell_id: str) -> Status | None:
         row = self.db.execute("SELECT status FROM cells WHERE id = ?", (cell_id,)).fetchone()
-        return None if row is None else row["status"]
+        return None if row is None else Status(row["status"])
 
     def mark_running(self, cell_id: str, config: dict[str, Any]) -> None:
         """Record a cell as started (or restarted: attempts counts the starts)."""
@@ -83,8 +84,9 @@ class Store:
             self.db.execute(
                 """INSERT INTO cells (id, model, seq_len, n_tokens, seed, status, config,
                                       attempts, updated_at)
-                   VALUES (?, ?, ?, ?, ?, 'running', ?, 1, ?)
-                   ON CONFLICT(id) DO UPDATE SET status = 'running', config = excluded.config,
+                   VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+                   ON CONFLICT(id) DO UPDATE SET status = excluded.status,
+                       config = excluded.config,
                        metrics = NULL, error = NULL, attempts = attempts + 1,
                        updated_at = excluded.updated_at""",
                 (
@@ -93,26 +95,25 @@ class Store:
                     config["seq_len"],
                     task["n_tokens"],
                     config["seed"],
+                    Status.RUNNING.value,
                     json.dumps(config),
                     time.time(),
                 ),
             )
 
-    def finish(
-        self,
-        cell_id: str,
-        status: str,
-        metrics: dict[str, Any] | None,
-        error: str | None,
-        curve: list[dict[str, float]],
-    ) -> None:
+    def finish(self, cell_id: str, result: CellResult) -> None:
         """A cell's outcome, its metrics and its whole learning curve, in one transaction."""
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}")
+        metrics, curve = result.metrics, result.curve
         with self.db:
             self.db.execute(
                 "UPDATE cells SET status = ?, metrics = ?, error = ?, updated_at = ? WHERE id = ?",
-                (status, json.dumps(metrics) if metrics else None, error, time.time(), cell_id),
+                (
+                    Status(result.status).value,
+                    json.dumps(metrics) if metrics else None,
+                    result.error,
+                    time.time(),
+                    cell_id,
+                ),
             )
             self.db.execute("DELETE FROM curves WHERE cell_id = ?", (cell_id,))
             self.db.executemany(

@@ -16,7 +16,8 @@ from ssmbench.experiment.cell import CHECKPOINTS
 from ssmbench.experiment.config import ConfigError, SweepConfig
 from ssmbench.experiment.executors import Executor
 from ssmbench.experiment.progress import SweepDisplay
-from ssmbench.experiment.store import FILENAME, FINISHED, Store
+from ssmbench.experiment.results import FINISHED
+from ssmbench.experiment.store import FILENAME, Store
 from ssmbench.report import write_report
 
 
@@ -98,13 +99,7 @@ def run_sweep(
                 elif kind == "result":
                     if store.status(cell_id) is None:  # its worker died before saying "start"
                         store.mark_running(cell_id, configs[cell_id])
-                    store.finish(
-                        cell_id,
-                        payload["status"],
-                        payload["metrics"],  # type: ignore[index]
-                        payload["error"],
-                        payload["curve"],
-                    )  # type: ignore[index]
+                    store.finish(cell_id, payload)  # type: ignore[arg-type]
                 display.event(kind, cell_id, payload)
 
             (executor or make_executor(config)).run(todo, out, emit)

@@ -14,7 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-FAILED = ("failed", "diverged", "oom")
+from ssmbench.experiment.results import FAILURES, Status
+
+FAILED = tuple(sorted(s.value for s in FAILURES))
 CURVES_IMAGE = "learning_curves.png"
 
 Column = tuple[int, int]  # (seq_len, n_tokens)
@@ -149,7 +151,7 @@ def summarize(rows: list[dict], metric: Metric) -> dict[tuple[str, Column], Cell
         groups.setdefault((row["model"], (row["seq_len"], row["n_tokens"])), []).append(row)
     cells = {}
     for key, group in groups.items():
-        done = [row for row in group if row["status"] == "done"]
+        done = [row for row in group if row["status"] == Status.DONE]
         values = [row[metric.key] for row in done if row.get(metric.key) is not None]
         values = [metric.scale * v for v in values if math.isfinite(v)]
         status = "" if done else "/".join(sorted({row["status"] for row in group}))

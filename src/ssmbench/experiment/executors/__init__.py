@@ -1,7 +1,7 @@
 """Executors run cells and report events to the sweep's driver, which alone writes the store.
 
 Events are `(kind, cell_id, payload)`: `start` (payload None) when a worker begins a cell,
-`progress` (a learning-curve point) during training, and `result` (run_cell's outcome) at the end.
+`progress` (a learning-curve point) during training, and `result` (a `CellResult`) at the end.
 """
 
 from __future__ import annotations
@@ -17,13 +17,3 @@ Emit = Callable[[str, str, Any], None]
 
 class Executor(Protocol):
     def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit) -> None: ...
-
-
-def lost_worker(cell_id: str, why: str) -> dict[str, Any]:
-    """The result of a cell whose worker vanished without reporting."""
-    return {
-        "status": "failed",
-        "metrics": None,
-        "curve": [],
-        "error": f"worker running {cell_id} died: {why}",
-    }

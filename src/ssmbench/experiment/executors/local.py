@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ssmbench.experiment.config import CellConfig
-from ssmbench.experiment.executors import Emit, lost_worker
+from ssmbench.experiment.executors import Emit
+from ssmbench.experiment.results import CellResult
 
 
 def _exit_with_driver(driver_pid: int) -> None:
@@ -102,7 +103,7 @@ class LocalExecutor:
                             if code < 0
                             else f"exit code {code}"
                         )
-                        emit("result", cell_id, lost_worker(cell_id, why))
+                        emit("result", cell_id, CellResult.lost(cell_id, why))
         finally:
             for worker in running.values():  # interrupted: workers save a checkpoint and stop
                 if worker.is_alive() and worker.pid is not None:

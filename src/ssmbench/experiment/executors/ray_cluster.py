@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ssmbench.experiment.config import CellConfig, ConfigError
-from ssmbench.experiment.executors import Emit, lost_worker
+from ssmbench.experiment.executors import Emit
+from ssmbench.experiment.results import CellResult
 
 
-def _run_remote(cell_json: str, out_dir: str, events: Any) -> dict[str, Any]:
+def _run_remote(cell_json: str, out_dir: str, events: Any) -> CellResult:
     from ssmbench.experiment.cell import run_cell
 
     cell = CellConfig.model_validate_json(cell_json)
@@ -105,7 +106,7 @@ class RayExecutor:
                     try:
                         result = ray.get(ref)
                     except ray.exceptions.RayError as e:
-                        result = lost_worker(cell_id, str(e).splitlines()[0])
+                        result = CellResult.lost(cell_id, str(e).splitlines()[0])
                     drain()
                     emit("result", cell_id, result)
         finally:

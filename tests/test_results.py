@@ -1,0 +1,42 @@
+"""Results as types: the store's CHECK, the finished set and the records all come from Status."""
+
+import sqlite3
+
+import pytest
+
+from ssmbench.experiment.results import FAILURES, FINISHED, CellResult, Status
+from ssmbench.experiment.store import Store
+
+CONFIG = {"model": "lstm", "seq_len": 8, "seed": 0, "task": {"n_tokens": 2}}
+
+
+def test_store_accepts_every_status_and_nothing_else(tmp_path):
+    with Store(tmp_path / "r.sqlite") as store:
+        store.mark_running("a", CONFIG)
+        assert store.status("a") is Status.RUNNING
+        for status in Status:
+            store.finish("a", CellResult(status))
+            assert store.status("a") is status
+        with pytest.raises(sqlite3.IntegrityError):
+            store.db.execute("UPDATE cells SET status = 'finished' WHERE id = 'a'")
+
+
+def test_results_are_typed_and_round_trip_through_the_store(tmp_path):
+    curve = [{"step": 1, "train_loss": 2.0, "val_accuracy": 0.5, "elapsed_s": 0.1}]
+    with pytest.raises(ValueError):
+        CellResult("finished")
+    assert CellResult("done").status is Status.DONE
+    with Store(tmp_path / "r.sqlite") as store:
+        store.mark_running("a", CONFIG)
+        store.finish("a", CellResult(Status.DONE, {"accuracy": 0.75}, curve=curve))
+        [row] = store.rows()
+        assert (row["status"], row["accuracy"]) == ("done", 0.75)
+        assert store.curves() == {"a": curve}
+    lost = CellResult.lost("a", "killed by SIGKILL")
+    assert lost.status is Status.FAILED and "killed by SIGKILL" in lost.error
+
+
+def test_finished_and_failures_partition_the_outcomes():
+    assert {Status.DONE, Status.DIVERGED, Status.OOM} == FINISHED
+    assert {Status.FAILED, Status.DIVERGED, Status.OOM} == FAILURES
+    assert Status.FAILED not in FINISHED and Status.RUNNING not in FINISHED | FAILURES
