@@ -184,3 +184,15 @@ def test_state_sizes_follow_their_definitions():
     assert get("transformer").state(64, 16, 1000) == 2 * 64 * 1000  # the KV cache
     assert get("mamba-s6").state(64, 16, 1000) == 128 * (16 + 3)  # SSM + conv states
     assert get("gated-mlp").state(64, 16, 1000) == 0
+
+
+def test_paper_preset_builds_the_studys_sizes():
+    from ssmbench.experiment.config import load_config
+
+    arch = load_config("paper").arch
+    mamba = build("mamba-s6", vocab_size=V, **arch.build_kwargs("mamba-s6"))
+    assert {m.dt_rank for m in mamba.modules() if isinstance(m, S6)} == {8}  # ceil(128 / 16)
+    lstm = build("lstm", vocab_size=V, **arch.build_kwargs("lstm"))
+    assert {m.hidden_size for m in lstm.modules() if isinstance(m, nn.LSTM)} == {16}
+    quick = load_config("quick").arch
+    assert quick.build_kwargs("mamba-s6") == {"d_model": 64, "n_layers": 2, "d_state": 16}

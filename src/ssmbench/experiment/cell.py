@@ -61,8 +61,9 @@ def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = Non
                 repeats=cell.measure.repeats,
                 lr=cell.train.lr,
             )
-        arch = cell.arch.model_dump()
-        metrics |= get(cell.model).describe(arch["d_model"], arch["d_state"], cell.seq_len)
+        arch = cell.arch
+        options = arch.options.get(cell.model, {})
+        metrics |= get(cell.model).describe(arch.d_model, arch.d_state, cell.seq_len, **options)
         metrics |= environment(device)
         uses_scan = "selective-scan" in backends_of(model)
         metrics["scan_backend"] = resolve_backend(device) if uses_scan else None

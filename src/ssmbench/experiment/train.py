@@ -128,7 +128,7 @@ def train(
     test_x, test_y = task.fixed_set("test", hp.test_size)
 
     torch.manual_seed(cell.seed)
-    model = build(cell.model, cell.task.vocab_size, **cell.arch.model_dump()).to(device)
+    model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model)).to(device)
     opt_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     data = torch.Generator().manual_seed(cell.seed)
