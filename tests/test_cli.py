@@ -174,6 +174,8 @@ def test_unusable_output_folder(out, expected, tmp_path, capsys, monkeypatch):
 def test_other_config_folder_is_refused_then_forced(existing, capsys):
     assert main(["run", "--preset", "smoke", "--out", str(existing)]) == 2
     assert "different config" in capsys.readouterr().err
+    (existing / "checkpoints").mkdir()
+    (existing / "checkpoints" / "lstm_L8_M2_s0.pt").write_bytes(b"garbage")  # --force drops it
     assert (
         main(
             [
@@ -193,6 +195,7 @@ def test_other_config_folder_is_refused_then_forced(existing, capsys):
     )
     with Store(existing / FILENAME, readonly=True) as store:
         assert [r["id"] for r in store.rows()] == ["lstm/L8/M2/s0"]
+    assert not list((existing / "checkpoints").iterdir())
 
 
 def test_report_and_export_need_a_store(tmp_path, capsys):

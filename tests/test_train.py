@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +144,75 @@ def test_mamba_s6_learns_selective_copying_and_gated_mlp_cannot():
         results[model] = train(config.cells()[0], CPU)[1].accuracy
     assert results["mamba-s6"] >= 0.9, results
     assert results["gated-mlp"] <= 0.2, results
+
+
+def test_checkpoint_save_is_atomic_with_a_unique_temporary_name(tmp_path, monkeypatch):
+    from ssmbench.experiment.train import Checkpoint, new_state
+
+    path = tmp_path / "cell.pt"
+    state = new_state(cell(steps=10), CPU)
+    state.checkpoint().save(path)
+    seen = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f: (seen.append(Path(f)), real_save(obj, f)))
+    state.checkpoint().save(path)
+    state.checkpoint().save(path)
+    assert len(seen) == 2 and seen[0] != seen[1] and all(p.parent == tmp_path for p in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.pt"]  # no temporary left
+    loaded = Checkpoint.load(path, state.cell.id, CPU)
+    assert loaded.step == 0 and loaded.cell == state.cell.id
+
+    def fail(obj, f):
+        Path(f).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.raises(OSError):
+        state.checkpoint().save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.pt"]
+    assert Checkpoint.load(path, state.cell.id, CPU).step == 0  # the old one is intact
+
+
+def _other_cell_checkpoint(path):
+    from ssmbench.experiment.train import new_state
+
+    new_state(cell(steps=10).model_copy(update={"seed": 1}), CPU).checkpoint().save(path)
+
+
+def _other_model_checkpoint(path):
+    from ssmbench.experiment.train import new_state
+
+    state = new_state(cell("lstm", steps=10), CPU)
+    state.cell = cell(steps=10)  # claims to be this cell, but holds an LSTM's weights
+    state.checkpoint().save(path)
+
+
+BAD_CHECKPOINTS = {
+    "empty": lambda p: p.write_bytes(b""),
+    "random bytes": lambda p: p.write_bytes(os.urandom(4096)),
+    "truncated": lambda p: (_other_cell_checkpoint(p), p.write_bytes(p.read_bytes()[:300])),
+    "not a checkpoint": lambda p: torch.save({"weights": torch.zeros(3)}, p),
+    "another cell's": _other_cell_checkpoint,
+    "another model's shapes": _other_model_checkpoint,
+}
+
+
+@pytest.mark.parametrize("damage", list(BAD_CHECKPOINTS))
+def test_unusable_checkpoint_is_set_aside_and_the_cell_restarts(tmp_path, damage, capsys):
+    checkpoint = tmp_path / "cell.pt"
+    BAD_CHECKPOINTS[damage](checkpoint)
+    bad = checkpoint.read_bytes()
+    warnings = []
+    _, healed = train(cell(steps=20), CPU, checkpoint, lambda p: warnings.append(p))
+    _, straight = train(cell(steps=20), CPU)
+    assert healed.steps == 20 and healed.accuracy == straight.accuracy
+    assert [p["step"] for p in healed.curve] == [10, 20]
+    lines = [p["warning"] for p in warnings if "warning" in p]
+    assert len(lines) == 1 and "cell.pt.corrupt" in lines[0] and "\n" not in lines[0]
+    assert (tmp_path / "cell.pt.corrupt").read_bytes() == bad
+    assert checkpoint.exists()  # the restarted run saved its own
+
+    checkpoint.write_bytes(b"garbage")  # without a progress channel: one line on stderr
+    train(cell(steps=10), CPU, checkpoint)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: checkpoint") and "restarts" in err

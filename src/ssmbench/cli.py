@@ -61,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-num-gpus", type=float, help="GPUs per CUDA cell on Ray (default 1)")
     run.add_argument("--retries", type=int, help="Ray retries of a cell whose worker died")
     run.add_argument("--out", type=Path, help="output folder (default runs/PRESET)")
-    run.add_argument("--force", action="store_true", help="discard results of another config")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="start clean: discard every result and checkpoint in --out",
+    )
 
     bench = sub.add_parser("bench", help="time, memory and utilization only, no training")
     bench.add_argument("--models", type=_list_of(str, "model names"))

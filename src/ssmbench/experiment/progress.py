@@ -15,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from ssmbench.experiment.results import Status
 
@@ -45,6 +46,8 @@ class SweepDisplay:
     def event(self, kind: str, cell_id: str, payload: Any) -> None:
         if kind == "start":
             self.cells[cell_id] = self.progress.add_task(cell_id, total=None, info="starting")
+        elif kind == "progress" and "warning" in payload:
+            self.console.print(Text(f"{cell_id}: warning: {payload['warning']}"))
         elif kind == "progress" and cell_id in self.cells:
             info = f"loss {payload['train_loss']:.3f}  val acc {payload['val_accuracy']:.3f}"
             self.progress.update(

@@ -62,7 +62,7 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
 def open_store(config: SweepConfig, out: Path, force: bool) -> Store:
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / FILENAME)
-    if force and store.get_meta("fingerprint") not in (None, config.fingerprint()):
+    if force:  # start clean: no result, no checkpoint of an earlier run survives
         store.clear()
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     if store.get_meta("fingerprint") is None:

@@ -3,6 +3,11 @@
 The objective is the cross-entropy of the M target tokens predicted at the M marker positions;
 accuracy is per target token (the study's metric), exact match counts sequences with all M right.
 The best-validation weights are kept and scored on the fixed test set.
+
+A checkpoint holds everything the loop needs to continue bit-identically (weights, optimizer,
+best weights, early-stopping state, curve, both random generators). One that cannot be loaded
+(truncated, corrupt, another cell's, other shapes) is moved aside to `*.corrupt` with a one-line
+warning and the cell starts again from step 0.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,10 @@ Progress = Callable[[dict[str, Any]], None]
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint file that cannot be used to resume this cell."""
 
 
 @dataclass
@@ -68,10 +79,92 @@ class TrainOutcome:
     curve: list[dict[str, float]] = field(default_factory=list)
 
 
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` to a unique temporary file beside `path`, then rename it over `path`.
+
+    The unique name (mkstemp) lets two writers race without one renaming the other's file away;
+    readers see the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue a cell's training exactly where it stopped."""
+
+    cell: str  # the cell's id: a checkpoint of another cell is refused
+    step: int
+    elapsed_s: float
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    best_model: dict[str, torch.Tensor]
+    best: float
+    best_step: int
+    curve: list[dict[str, float]]
+    data_rng: torch.Tensor
+    torch_rng: torch.Tensor
+
+    def save(self, path: Path) -> None:
+        atomic_write(
+            path, lambda tmp: torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
+        )
+
+    @classmethod
+    def load(cls, path: Path, cell_id: str, device: torch.device) -> Checkpoint:
+        """The checkpoint at `path`, or CheckpointError saying why it cannot be used."""
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - truncated, garbage, not a torch file
+            raise CheckpointError(f"unreadable ({type(e).__name__})") from None
+        if not isinstance(state, dict) or set(state) != set(cls.__dataclass_fields__):
+            raise CheckpointError("not an ssmbench checkpoint")
+        if state["cell"] != cell_id:
+            raise CheckpointError(f"it belongs to cell {state['cell']}")
+        return cls(**state)
+
+
+def make_optimizer(model: nn.Module, cell: CellConfig) -> torch.optim.Optimizer:
+    hp = cell.train
+    opt_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+    return opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+
+
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of targets (B, M) against the last M positions of logits (B, T, V)."""
     M = targets.shape[1]
     return F.cross_entropy(logits[:, -M:].flatten(0, 1), targets.flatten())
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cell: CellConfig,
+    step: int,
+) -> float:
+    """One update on batch (x (B, T), y (B, M)) with linear warmup: lr_k = lr·min(1, k/warmup)."""
+    hp = cell.train
+    for group in optimizer.param_groups:
+        group["lr"] = hp.lr * min(1.0, (step + 1) / max(hp.warmup_steps, 1))
+    loss = cross_entropy(model(x), y)
+    if not torch.isfinite(loss):
+        raise Diverged(f"training loss became {loss.item()} at step {step + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if hp.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+    optimizer.step()
+    return loss.item()
 
 
 @torch.inference_mode()
@@ -92,12 +185,6 @@ def evaluate(
     return correct / targets.numel(), exact / len(targets)
 
 
-def _save_atomic(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 @contextmanager
 def _deferred_interrupts() -> Iterator[list[int]]:
     """Turn SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is always whole."""
@@ -115,6 +202,146 @@ def _deferred_interrupts() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
+@dataclass
+class TrainState:
+    """The live state of one cell's training loop."""
+
+    cell: CellConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    data: torch.Generator
+    stopper: EarlyStopping
+    best_state: dict[str, torch.Tensor]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    step: int = 0
+    elapsed_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            cell=self.cell.id,
+            step=self.step,
+            elapsed_s=self.elapsed(),
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            best_model=self.best_state,
+            best=self.stopper.best,
+            best_step=self.stopper.best_step,
+            curve=self.curve,
+            data_rng=self.data.get_state(),
+            torch_rng=torch.get_rng_state(),
+        )
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Continue from `ckpt`; raises CheckpointError (state unchanged) if it does not fit."""
+        try:
+            self.model.load_state_dict(ckpt.model)
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            self.data.set_state(ckpt.data_rng)
+            torch.set_rng_state(ckpt.torch_rng)
+        except Exception as e:  # noqa: BLE001 - wrong keys or shapes: another model's weights
+            raise CheckpointError(f"does not fit this model ({type(e).__name__})") from None
+        self.best_state, self.curve = ckpt.best_model, ckpt.curve
+        self.stopper.best, self.stopper.best_step = ckpt.best, ckpt.best_step
+        self.step, self.elapsed_before = ckpt.step, ckpt.elapsed_s
+        self.started = time.perf_counter()
+
+
+def new_state(cell: CellConfig, device: torch.device) -> TrainState:
+    """Fresh model (seeded by the cell's seed), optimizer, data generator and stopper."""
+    torch.manual_seed(cell.seed)
+    model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model)).to(device)
+    return TrainState(
+        cell=cell,
+        model=model,
+        optimizer=make_optimizer(model, cell),
+        data=torch.Generator().manual_seed(cell.seed),
+        stopper=EarlyStopping(cell.train.patience, cell.train.target_accuracy),
+        best_state=copy.deepcopy(model.state_dict()),
+    )
+
+
+def warn(on_progress: Progress | None, message: str) -> None:
+    """A one-line warning, through the progress channel when there is one (plain text)."""
+    if on_progress is not None:
+        on_progress({"warning": message})
+    else:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def resume_or_start(
+    cell: CellConfig, device: torch.device, path: Path | None, on_progress: Progress | None
+) -> TrainState:
+    """The state saved at `path` if it is usable; else a fresh one, the bad file set aside."""
+    state = new_state(cell, device)
+    if path is None or not path.exists():
+        return state
+    try:
+        state.restore(Checkpoint.load(path, cell.id, device))
+    except CheckpointError as e:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        warn(on_progress, f"checkpoint {path} {e}: moved to {aside.name}; {cell.id} restarts")
+        state = new_state(cell, device)  # restore may have touched the model before failing
+    return state
+
+
+def validate(
+    state: TrainState, loss: float, val: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, float]:
+    """Score the validation set, keep the best weights, append and return the curve point."""
+    accuracy, _ = evaluate(state.model, *val, state.cell.train.batch_size)
+    if state.stopper.update(state.step, accuracy):
+        state.best_state = copy.deepcopy(state.model.state_dict())
+    point = {
+        "step": state.step,
+        "train_loss": loss,
+        "val_accuracy": accuracy,
+        "elapsed_s": state.elapsed(),
+    }
+    state.curve.append(point)
+    return point
+
+
+def run_loop(
+    state: TrainState,
+    task: Any,
+    val: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    checkpoint: Path | None,
+    on_progress: Progress | None,
+) -> str | None:
+    """Train until a stop reason, the step budget, or an interrupt (checkpoint saved first)."""
+    hp = state.cell.train
+    reason = state.stopper.stop_reason(state.step) if state.curve else None
+    with _deferred_interrupts() as interrupts:
+        while reason is None and state.step < hp.max_steps:
+            x, y = task.sample(hp.batch_size, state.data)
+            loss = train_step(
+                state.model, state.optimizer, x.to(device), y.to(device), state.cell, state.step
+            )
+            state.step += 1
+            if state.step % hp.eval_every == 0 or state.step == hp.max_steps:
+                point = validate(state, loss, val)
+                reason = state.stopper.stop_reason(state.step)
+                if on_progress is not None:
+                    on_progress({**point, "max_steps": hp.max_steps})
+            if (
+                hp.time_budget_s is not None
+                and state.elapsed() >= hp.time_budget_s
+                and reason is None
+            ):
+                reason = f"time budget of {hp.time_budget_s:g} s spent"
+            if checkpoint is not None and (state.step % hp.checkpoint_every == 0 or interrupts):
+                state.checkpoint().save(checkpoint)
+            if interrupts:
+                raise KeyboardInterrupt(f"interrupted at step {state.step}; checkpoint saved")
+    return reason
+
+
 def train(
     cell: CellConfig,
     device: torch.device,
@@ -124,102 +351,21 @@ def train(
     """Train one cell to its step budget or early stop; resume from `checkpoint` if it exists."""
     hp = cell.train
     task = make_task(cell.task.name, cell.seq_len, cell.task.n_tokens, cell.task.vocab_size)
-    val_x, val_y = task.fixed_set("validation", hp.val_size)
+    val = task.fixed_set("validation", hp.val_size)
     test_x, test_y = task.fixed_set("test", hp.test_size)
-
-    torch.manual_seed(cell.seed)
-    model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model)).to(device)
-    opt_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    data = torch.Generator().manual_seed(cell.seed)
-    stopper = EarlyStopping(hp.patience, hp.target_accuracy)
-    best_state = copy.deepcopy(model.state_dict())
-    curve: list[dict[str, float]] = []
-    step, elapsed_before = 0, 0.0
-
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        best_state = state["best_model"]
-        data.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        stopper.best, stopper.best_step = state["best"], state["best_step"]
-        curve, step, elapsed_before = state["curve"], state["step"], state["elapsed_s"]
-
-    def save() -> None:
-        if checkpoint is not None:
-            _save_atomic(
-                {
-                    "cell": cell.id,
-                    "step": step,
-                    "elapsed_s": elapsed(),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "best_model": best_state,
-                    "best": stopper.best,
-                    "best_step": stopper.best_step,
-                    "curve": curve,
-                    "data_rng": data.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                },
-                checkpoint,
-            )
-
-    started = time.perf_counter()
-
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - started
-
-    model.train()
-    reason = stopper.stop_reason(step) if curve else None
-    with _deferred_interrupts() as interrupts:
-        while reason is None and step < hp.max_steps:
-            x, y = task.sample(hp.batch_size, data)
-            for group in optimizer.param_groups:
-                group["lr"] = hp.lr * min(1.0, (step + 1) / max(hp.warmup_steps, 1))
-            loss = cross_entropy(model(x.to(device)), y.to(device))
-            if not torch.isfinite(loss):
-                raise Diverged(f"training loss became {loss.item()} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
-            optimizer.step()
-            step += 1
-
-            if step % hp.eval_every == 0 or step == hp.max_steps:
-                accuracy, _ = evaluate(model, val_x, val_y, hp.batch_size)
-                if stopper.update(step, accuracy):
-                    best_state = copy.deepcopy(model.state_dict())
-                point = {
-                    "step": step,
-                    "train_loss": loss.item(),
-                    "val_accuracy": accuracy,
-                    "elapsed_s": elapsed(),
-                }
-                curve.append(point)
-                reason = stopper.stop_reason(step)
-                if on_progress is not None:
-                    on_progress({**point, "max_steps": hp.max_steps})
-            if hp.time_budget_s is not None and elapsed() >= hp.time_budget_s and reason is None:
-                reason = f"time budget of {hp.time_budget_s:g} s spent"
-            if step % hp.checkpoint_every == 0:
-                save()
-            if interrupts:
-                save()
-                raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved")
-
-    train_s = elapsed()
-    model.load_state_dict(best_state)
-    accuracy, exact_match = evaluate(model, test_x, test_y, hp.batch_size)
-    return model, TrainOutcome(
+    state = resume_or_start(cell, device, checkpoint, on_progress)
+    state.model.train()
+    reason = run_loop(state, task, val, device, checkpoint, on_progress)
+    train_s = state.elapsed()
+    state.model.load_state_dict(state.best_state)
+    accuracy, exact_match = evaluate(state.model, test_x, test_y, hp.batch_size)
+    return state.model, TrainOutcome(
         accuracy=accuracy,
         exact_match=exact_match,
-        steps=step,
-        best_step=stopper.best_step,
-        best_val_accuracy=stopper.best,
+        steps=state.step,
+        best_step=state.stopper.best_step,
+        best_val_accuracy=state.stopper.best,
         train_s=train_s,
         stop_reason=reason or f"step budget of {hp.max_steps} spent",
-        curve=curve,
+        curve=state.curve,
     )
