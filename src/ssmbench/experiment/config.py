@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.resources
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from ssmbench.models import get as model_spec
 from ssmbench.models import names as model_names
-from ssmbench.models import study_names
 from ssmbench.ops.scan import BACKENDS
 from ssmbench.tasks import MAX_TRAIN_SEED, TASKS
 
@@ -34,6 +34,11 @@ class TaskConfig(_Strict):
     name: Literal[tuple(TASKS)] = "selective-copy"  # type: ignore[valid-type]
     n_tokens: PositiveInt = 16
     vocab_size: int = Field(16, ge=3)
+
+    @property
+    def key(self) -> str:
+        """The task and its parameters other than seq_len, e.g. 'selective-copy-M16-V16'."""
+        return f"{self.name}-M{self.n_tokens}-V{self.vocab_size}"
 
 
 class ArchConfig(_Strict):
@@ -101,7 +106,7 @@ class _Cell(_Strict):
 
 
 class CellConfig(_Cell):
-    """One model trained on one task length with one seed."""
+    """One model trained on one task setting and length, at one lr and weight decay, one seed."""
 
     model: str
     seq_len: PositiveInt
@@ -109,15 +114,32 @@ class CellConfig(_Cell):
 
     @property
     def id(self) -> str:
-        return f"{self.model}/L{self.seq_len}/M{self.task.n_tokens}/s{self.seed}"
+        hp = self.train
+        return (
+            f"{self.model}/{self.task.key}/L{self.seq_len}/lr{hp.lr:g}/wd{hp.weight_decay:g}"
+            f"/s{self.seed}"
+        )
+
+    @property
+    def cost_id(self) -> str:
+        """What its cost depends on: model and input shape (lr, weight decay and seed don't)."""
+        return f"{self.model}/{self.task.key}/L{self.seq_len}"
 
 
 class SweepConfig(_Cell):
-    """The whole experiment: every model × length × seed, plus how to execute it."""
+    """The whole experiment: every model × length × lr × weight decay × seed, and how to run it.
+
+    `lrs` and `weight_decays` default to the single `train.lr` and `train.weight_decay`.
+    """
 
     preset: str = "custom"
+    description: str = ""  # one line, shown by `ssmbench presets`
+    estimate: str = ""  # what a run costs, in words, shown by `ssmbench presets`
     models: list[str] = Field(min_length=1)
+    tasks: list[TaskConfig] | None = Field(None, min_length=1)  # settings; default [task]
     lengths: list[Annotated[int, Field(strict=True, gt=0)]] = Field(min_length=1)
+    lrs: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
+    weight_decays: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=1)
     seeds: list[Annotated[int, Field(strict=True)]] = Field([0], min_length=1)
     executor: Literal["local", "ray"] = "local"
     workers: PositiveInt = 1
@@ -144,12 +166,37 @@ class SweepConfig(_Cell):
             raise ValueError(f"seeds must be in [0, 2**40), got {bad}")
         return seeds
 
+    def settings(self) -> list[TaskConfig]:
+        """The task settings swept."""
+        return list(self.tasks or [self.task])
+
+    def grid(self) -> tuple[list[float], list[float]]:
+        """The learning rates and weight decays swept."""
+        return (
+            self.lrs or [self.train.lr],
+            self.weight_decays if self.weight_decays is not None else [self.train.weight_decay],
+        )
+
     def cells(self) -> list[CellConfig]:
         shared = self.model_dump(include=set(_Cell.model_fields))
+        lrs, wds = self.grid()
+        tasks = [t.model_dump() for t in self.tasks or [self.task]]
         return [
-            CellConfig(model=m, seq_len=L, seed=s, **shared)
+            CellConfig(
+                model=m,
+                seq_len=L,
+                seed=s,
+                **{
+                    **shared,
+                    "task": task,
+                    "train": {**shared["train"], "lr": lr, "weight_decay": wd},
+                },
+            )
             for m in self.models
+            for task in tasks
             for L in self.lengths
+            for lr in lrs
+            for wd in wds
             for s in self.seeds
         ]
 
@@ -158,58 +205,19 @@ class SweepConfig(_Cell):
         return json.dumps(self.model_dump(include=set(_Cell.model_fields)), sort_keys=True)
 
 
-ALL_MODELS = study_names()  # the study's twelve; `--models` names any registered model
+PRESET_DIR = importlib.resources.files("ssmbench") / "presets"
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The study's settings (see shared/study/results.md): a GPU job.
-    "paper": {
-        "models": ALL_MODELS,
-        "lengths": [256, 512, 784],
-        "task": {"n_tokens": 16, "vocab_size": 16},
-        "train": {"max_steps": 200_000, "batch_size": 64, "lr": 1e-4, "patience": 5_000},
-        # the study's sizes where they differ from our defaults: S6's step rank ceil(d_inner/16)
-        # inside Mamba (upstream: ceil(d_model/16)); an LSTM of hidden size 16
-        "arch": {"options": {"mamba-s6": {"dt_rank": 8}, "lstm": {"hidden": 16}}},
-    },
-    # The default: every model on the CPU in minutes, at one equal step budget per model.
-    "quick": {
-        "models": ALL_MODELS,
-        "lengths": [32, 64],
-        "task": {"n_tokens": 4, "vocab_size": 16},
-        "arch": {"d_model": 64, "n_layers": 2, "d_state": 16},
-        "train": {
-            "max_steps": 1_000,
-            "batch_size": 32,
-            "lr": 3e-3,
-            "warmup_steps": 100,
-            "grad_clip": 1.0,
-            "eval_every": 100,
-            "patience": None,
-            "checkpoint_every": 250,
-            "val_size": 512,
-            "test_size": 1_024,
-        },
-        "device": "cpu",
-    },
-    # About a minute: for tests and a first look.
-    "smoke": {
-        "models": ["mamba-s6", "s4d-real", "lstm"],
-        "lengths": [16, 24],
-        "task": {"n_tokens": 2, "vocab_size": 8},
-        "arch": {"d_model": 16, "n_layers": 1, "d_state": 4},
-        "train": {
-            "max_steps": 40,
-            "batch_size": 8,
-            "lr": 3e-3,
-            "eval_every": 10,
-            "patience": None,
-            "checkpoint_every": 20,
-            "val_size": 64,
-            "test_size": 64,
-        },
-        "device": "cpu",
-    },
-}
+
+def _read_presets() -> dict[str, dict[str, Any]]:
+    """Every preset shipped in the package: presets/NAME.yaml -> its mapping."""
+    found = {}
+    for entry in sorted(PRESET_DIR.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            found[entry.name.removesuffix(".yaml")] = yaml.safe_load(entry.read_text())
+    return found
+
+
+PRESETS: dict[str, dict[str, Any]] = _read_presets()
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
