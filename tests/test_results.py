@@ -46,3 +46,23 @@ def test_finished_and_failures_partition_the_outcomes():
     assert {Status.DONE, Status.DIVERGED, Status.OOM} == FINISHED
     assert {Status.FAILED, Status.DIVERGED, Status.OOM} == FAILURES
     assert Status.FAILED not in FINISHED and Status.RUNNING not in FINISHED | FAILURES
+
+
+def test_a_store_of_an_older_layout_is_refused_then_rebuilt_by_force(tmp_path, capsys):
+    from ssmbench.cli import main
+
+    old = sqlite3.connect(tmp_path / "results.sqlite")
+    old.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE cells (id TEXT PRIMARY KEY, model TEXT NOT NULL);"
+    )
+    old.close()
+    assert main(["export", str(tmp_path)]) == 2
+    assert "older ssmbench" in capsys.readouterr().err
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path), "--dry-run"]) == 2
+    with Store(tmp_path / "results.sqlite") as store:
+        assert store.outdated
+        store.clear()
+        assert not store.outdated
+        store.mark_running(CELL)
+        assert store.status(CELL.id) is Status.RUNNING

@@ -156,7 +156,11 @@ def _store_at(out: Path) -> Any:
 
     if not (out / FILENAME).is_file():
         raise ConfigError(f"no results in {out}: run `ssmbench run --out {out}` first")
-    return Store(out / FILENAME, readonly=True)
+    store = Store(out / FILENAME, readonly=True)
+    if store.outdated:
+        store.close()
+        raise ConfigError(f"{out} holds results of an older ssmbench; rerun into another --out")
+    return store
 
 
 def _write_report(store: Any) -> Path:

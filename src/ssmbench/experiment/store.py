@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS costs (
 IDENTITY = ("id", "model", "task", "seq_len", "n_tokens", "lr", "weight_decay", "seed")
 
 FILENAME = "results.sqlite"
+SCHEMA_VERSION = 2  # 2: task, lr and weight decay per cell; costs measured apart
 
 
 def _identity(cell: CellConfig) -> tuple[str, str, str, int, int]:
@@ -53,14 +54,32 @@ def _identity(cell: CellConfig) -> tuple[str, str, str, int, int]:
 
 
 class Store:
+    """A results store. A store written by an older layout is `outdated`: readable only after
+    `clear()`, which rebuilds it (the sweep's --force)."""
+
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
         if readonly:  # touches nothing on disk: for checks made before a run may write
             self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         else:
             self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.executescript(SCHEMA)
+            if not self._has_cells():
+                self._create()
         self.db.row_factory = sqlite3.Row
+
+    def _has_cells(self) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'"
+        return self.db.execute(query).fetchone() is not None
+
+    def _create(self) -> None:
+        self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def outdated(self) -> bool:
+        """True when the file was written by an ssmbench with another layout."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        return self._has_cells() and version != SCHEMA_VERSION
 
     def close(self) -> None:
         self.db.close()
@@ -83,9 +102,11 @@ class Store:
             )
 
     def clear(self) -> None:
+        """Drop everything and start over in the current layout."""
         with self.db:
             for table in ("curves", "cells", "costs", "meta"):
-                self.db.execute(f"DELETE FROM {table}")
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+        self._create()
 
     def status(self, cell_id: str) -> Status | None:
         row = self.db.execute("SELECT status FROM cells WHERE id = ?", (cell_id,)).fetchone()

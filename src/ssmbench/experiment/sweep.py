@@ -47,11 +47,16 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
         return
     try:
         with Store(path, readonly=True) as store:
-            previous = store.get_meta("fingerprint")
+            previous, outdated = store.get_meta("fingerprint"), store.outdated
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
         raise ConfigError(
             f"{path} is not a readable ssmbench store ({e}); choose another --out"
         ) from None
+    if outdated:
+        raise ConfigError(
+            f"{out} holds results of an older ssmbench; use another --out, "
+            "or --force to discard them"
+        )
     if previous is not None and previous != config.fingerprint():
         raise ConfigError(
             f"{out} holds results of a different config; use another --out, "
