@@ -277,7 +277,7 @@ def test_a_crash_while_writing_keeps_the_previous_report(
     def crash(src: str, dst: str) -> None:
         raise OSError("disk full (test)")
 
-    monkeypatch.setattr("ssmbench.report.os.replace", crash)
+    monkeypatch.setattr("ssmbench.files.os.replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_report(rows[:2], curves, {"preset": "other"}, tmp_path)
     assert path.read_text() == before
