@@ -16,7 +16,6 @@ import copy
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmbench.experiment.config import CellConfig, TrainConfig
+from ssmbench.files import atomic_write
 from ssmbench.models import build
 from ssmbench.tasks import make_task
 
@@ -79,24 +79,6 @@ class TrainOutcome:
     curve: list[dict[str, float]] = field(default_factory=list)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` to a unique temporary file beside `path`, then rename it over `path`.
-
-    The unique name (mkstemp) lets two writers race without one renaming the other's file away;
-    readers see the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class Checkpoint:
     """Everything needed to continue a cell's training exactly where it stopped."""
@@ -115,7 +97,8 @@ class Checkpoint:
 
     def save(self, path: Path) -> None:
         atomic_write(
-            path, lambda tmp: torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
+            path,
+            lambda file: torch.save({f.name: getattr(self, f.name) for f in fields(self)}, file),
         )
 
     @classmethod
@@ -252,7 +235,7 @@ class TrainState:
 def new_state(cell: CellConfig, device: torch.device) -> TrainState:
     """Fresh model (seeded by the cell's seed), optimizer, data generator and stopper."""
     torch.manual_seed(cell.seed)
-    model = build(cell.model, cell.task.vocab_size, **cell.arch.model_dump()).to(device)
+    model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model)).to(device)
     return TrainState(
         cell=cell,
         model=model,
