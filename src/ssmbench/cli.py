@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_bench(sub)
     _add_store_readers(sub)
-    sub.add_parser("models", help="list the models with their parameter counts")
+    sub.add_parser(
+        "models", help="list the models: family, parameters, state size per layer, source"
+    )
     sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
     return parser
 
@@ -400,10 +402,15 @@ def run_bench_command(args: argparse.Namespace) -> None:
 
 
 def _models() -> None:
-    from ssmbench.models import build, n_params, names
+    """Every registered model at the default width (d_model 64, d_state 16, 2 layers)."""
+    from ssmbench.models import MODELS, build, n_params
 
-    for name in names():
-        print(f"{name:<18} {n_params(build(name, vocab_size=16)):>9,} parameters")
+    L = 1024
+    print(f"{'model':<18} {'family':<17} {'parameters':>10} {f'state (L={L})':>14}  source")
+    for name, spec in MODELS.items():
+        params = n_params(build(name, vocab_size=16))
+        state = spec.state(64, 16, L)
+        print(f"{name:<18} {spec.family:<17} {params:>10,} {state:>14,}  {spec.reference}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,7 @@ from ssmbench.experiment.measure import (
     measure,
     resolve_device,
 )
-from ssmbench.layers.s6 import S6
-from ssmbench.models import build, n_params, names
+from ssmbench.models import backends_of, build, get, n_params, names
 from ssmbench.ops.scan import resolve_backend
 from ssmbench.tasks.copying import SelectiveCopy
 
@@ -70,14 +69,6 @@ RATIOS = [
     ("s6", "s4d-real", "peak_mem_mib", None),
     ("s4", "s4-lowrank", "train_ms", 2.0),
 ]
-DISPLAY = {
-    "mamba-s6": "Mamba-S6",
-    "mamba-s4d-real": "Mamba-S4D-Real",
-    "s6": "S6",
-    "s4d-real": "S4D-Real",
-    "s4": "S4",
-    "s4-lowrank": "S4-LowRank",
-}
 COMPILE_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
 METRIC_NAMES = {"train_ms": "train time", "peak_mem_mib": "peak memory"}
 GROWTH_TARGET = {(256, 784): 3.5}  # train time at the long length / at the short, <= target
@@ -152,8 +143,9 @@ def bench(
                 "error": None,
                 **env,
             }
+            how = (seed, warmup, repeats, compiled, task.seq_len)
             row.update(_measure_model(name, vocab_size, arch, inputs, targets, torch_device,
-                                      (seed, warmup, repeats, compiled), peak))  # fmt: skip
+                                      how, peak))  # fmt: skip
             rows.append(row)
             if on_row is not None:
                 on_row(row)
@@ -162,14 +154,15 @@ def bench(
 
 def _measure_model(name, vocab_size, arch, inputs, targets, device, how, peak) -> dict:
     """A row's measured fields, or its status and error when the model fails (e.g. oom); how is
-    (seed, warmup, repeats, compiled)."""
-    seed, warmup, repeats, compiled = how
+    (seed, warmup, repeats, compiled, seq_len)."""
+    seed, warmup, repeats, compiled, seq_len = how
     found: dict = {}
     try:
         torch.manual_seed(seed)
         model = build(name, vocab_size, **arch).to(device)
         found["params"] = n_params(model)
-        if any(isinstance(module, S6) for module in model.modules()):
+        found.update(get(name).describe(arch["d_model"], arch["d_state"], seq_len))
+        if "selective-scan" in backends_of(model):
             found["scan_backend"] = resolve_backend(device)
         inputs, targets = inputs.to(device), targets.to(device)
         found.update(measure(model, inputs, targets, device, warmup, repeats, compile=compiled))
@@ -223,6 +216,7 @@ def study_ratios(rows: list[dict]) -> list[dict]:
                     "seq_len": length,
                     "numerator": top,
                     "denominator": bottom,
+                    "label": f"{get(top).title} / {get(bottom).title}",
                     "metric": metric,
                     "ratio": ratio,
                     "study": study,

@@ -19,8 +19,7 @@ from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.measure import environment, measure, resolve_device
 from ssmbench.experiment.results import CellResult, Status
 from ssmbench.experiment.train import Diverged, Progress, train
-from ssmbench.layers.s6 import S6
-from ssmbench.models import build
+from ssmbench.models import backends_of, build, get
 from ssmbench.ops.scan import resolve_backend, set_default_backend
 from ssmbench.tasks import make_task
 
@@ -39,10 +38,17 @@ def _prepare(cell: CellConfig) -> torch.device:
     return resolve_device(cell.device)
 
 
-def _describe(model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    uses_scan = any(isinstance(m, S6) for m in model.modules())
+def _describe(cell: CellConfig, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """Parameters, the registry's facts (display name, family, state size...), the environment,
+    and the selective-scan backend where the model's modules call the scan."""
+    arch = cell.arch
+    facts = get(cell.model).describe(
+        arch.d_model, arch.d_state, cell.seq_len, **arch.options.get(cell.model, {})
+    )
+    uses_scan = "selective-scan" in backends_of(model)
     return {
         "params": sum(p.numel() for p in model.parameters()),
+        **facts,
         **environment(device),
         "scan_backend": resolve_backend(device) if uses_scan else None,
     }
@@ -78,7 +84,7 @@ def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = Non
             "best_step": outcome.best_step,
             "train_s": outcome.train_s,
             "stop_reason": outcome.stop_reason,
-            **_describe(model, device),
+            **_describe(cell, model, device),
             "started_at": started_at,
             "ended_at": time.time(),
         }
@@ -99,7 +105,8 @@ def measure_cell(cell: CellConfig) -> CellResult:
         device = _prepare(cell)
         load_avg = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         torch.manual_seed(cell.seed)
-        model = build(cell.model, cell.task.vocab_size, **cell.arch.model_dump()).to(device)
+        model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model))
+        model = model.to(device)
         task = make_task(cell.task.name, cell.seq_len, cell.task.n_tokens, cell.task.vocab_size)
         inputs, targets = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0))
         hp, spec = cell.train, cell.measure
@@ -112,7 +119,7 @@ def measure_cell(cell: CellConfig) -> CellResult:
             "measured_from": started_at,
             "measured_to": time.time(),
         }
-        return CellResult(Status.DONE, metrics | _describe(model, device) | conditions)
+        return CellResult(Status.DONE, metrics | _describe(cell, model, device) | conditions)
     except Exception as e:  # noqa: BLE001 - a failed measurement is recorded, not raised
         return _failure(e, [])
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
+from ssmbench.models import get as model_spec
 from ssmbench.models import names as model_names
 from ssmbench.ops.scan import BACKENDS
 from ssmbench.tasks import MAX_TRAIN_SEED, TASKS
@@ -65,6 +66,20 @@ class ArchConfig(_Strict):
     d_model: PositiveInt = 64
     n_layers: PositiveInt = 2
     d_state: PositiveInt = 16
+    # per-model options, e.g. {"mamba-s6": {"dt_rank": 8}}; `ssmbench models` names them
+    options: dict[str, dict[str, int | float | bool | str]] = {}
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for model, values in options.items():
+            model_spec(model).check_options(values)  # a ValueError names what is wrong
+        return options
+
+    def build_kwargs(self, model: str) -> dict[str, Any]:
+        """What models.build takes for `model`: the sizes and that model's options."""
+        sizes = {"d_model": self.d_model, "n_layers": self.n_layers, "d_state": self.d_state}
+        return {**sizes, **self.options.get(model, {})}
 
 
 class TrainConfig(_Strict):

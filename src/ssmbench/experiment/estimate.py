@@ -46,7 +46,7 @@ def estimate(config: SweepConfig, steps: int = 3) -> list[ShapeEstimate]:
         cell = cells[0]
         device = resolve_device(cell.device)
         torch.manual_seed(cell.seed)
-        model = build(cell.model, cell.task.vocab_size, **cell.arch.model_dump())
+        model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model))
         task = make_task(cell.task.name, cell.seq_len, cell.task.n_tokens, cell.task.vocab_size)
         batch = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0))
         cost = measure(model, *batch, device, warmup=1, repeats=steps, hp=cell.train)

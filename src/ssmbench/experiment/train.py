@@ -235,7 +235,7 @@ class TrainState:
 def new_state(cell: CellConfig, device: torch.device) -> TrainState:
     """Fresh model (seeded by the cell's seed), optimizer, data generator and stopper."""
     torch.manual_seed(cell.seed)
-    model = build(cell.model, cell.task.vocab_size, **cell.arch.model_dump()).to(device)
+    model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model)).to(device)
     return TrainState(
         cell=cell,
         model=model,
