@@ -39,6 +39,7 @@ def make_row(model: str, seq_len: int, seed: int, status: str = "done", n_tokens
         "model": model,
         "seq_len": seq_len,
         "n_tokens": n_tokens,
+        "task_key": f"selective-copy-M{n_tokens}-V16",
         "seed": seed,
         "status": status,
         "accuracy": value(0.4 + 0.1 * k),
@@ -126,7 +127,10 @@ def test_missing_cells_unknown_models_and_token_counts() -> None:
     rows = [make_row("s6", 256, 0), make_row("my-model", 512, 0, n_tokens=32)]
     table = parse_table(metric_table(rows, "infer_ms"))
     assert list(table) == ["S6", "my-model"]  # unknown ids after the known ones
-    assert table["S6"] == {"L=256, M=16": f"{rows[0]['infer_ms']:.2f}", "L=512, M=32": "—"}
+    assert table["S6"] == {
+        "selective-copy-M16-V16, L=256": f"{rows[0]['infer_ms']:.2f}",
+        "selective-copy-M32-V16, L=512": "—",
+    }
 
 
 def test_headers_carry_units_and_cpu_figures_are_not_called_gpu(rows: list[dict]) -> None:
@@ -207,8 +211,31 @@ def test_export_json_round_trips(rows: list[dict]) -> None:
     records = json.loads(export(rows, "json"))
     assert len(records) == len(rows)
     by_id = {record["id"]: record for record in records}
+    task_fields = {
+        "task",
+        "task_params",
+        *(f"{m}_by_length" for m in ("accuracy", "exact_match", "status")),
+    }
     for row in rows:
-        assert by_id[row["id"]] == row  # every field, the config nested, None as null
+        record = by_id[row["id"]]
+        assert {k: v for k, v in record.items() if k not in task_fields} == row  # every field
+        assert record["task"] == "selective-copy" and record["task_params"] == {}
+
+
+def test_export_gains_task_parameters_and_accuracy_by_length(rows: list[dict]) -> None:
+    row = {
+        **rows[0],
+        "task_key": "mqar-KV4-V64-a0.01-rnq1",
+        "config": {**rows[0]["config"], "task": {"name": "mqar", "num_kv_pairs": 4}},
+        "accuracy_by_length": {"256": 0.5, "1024": None},
+        "status_by_length": {"256": "done", "1024": "oom"},
+    }
+    [record] = json.loads(export([row], "json"))
+    assert (record["task"], record["task_params"]) == ("mqar", {"num_kv_pairs": 4})
+    assert record["accuracy_by_length"] == {"256": 0.5, "1024": None}
+    [line] = list(csv.DictReader(io.StringIO(export([row], "csv"))))
+    assert json.loads(line["status_by_length"]) == {"256": "done", "1024": "oom"}
+    assert line["task_key"] == "mqar-KV4-V64-a0.01-rnq1"
 
 
 def test_export_csv_has_one_row_per_cell(rows: list[dict]) -> None:

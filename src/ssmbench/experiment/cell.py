@@ -18,13 +18,20 @@ from ssmbench.experiment.results import CellResult, Status
 from ssmbench.experiment.train import Diverged, Progress, train
 from ssmbench.layers.s6 import S6
 from ssmbench.ops.scan import resolve_backend, set_default_backend
-from ssmbench.tasks import make_task
 
 CHECKPOINTS = "checkpoints"
 
 
 def checkpoint_path(out_dir: Path, cell_id: str) -> Path:
     return Path(out_dir) / CHECKPOINTS / (cell_id.replace("/", "_") + ".pt")
+
+
+def by_length_metrics(by_length: dict[int, dict[str, Any]]) -> dict[str, dict[int, Any]]:
+    """accuracy_by_length, exact_match_by_length (None where oom) and status_by_length."""
+    return {
+        f"{name}_by_length": {length: result[name] for length, result in by_length.items()}
+        for name in ("accuracy", "exact_match", "status")
+    }
 
 
 def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = None) -> CellResult:
@@ -48,14 +55,18 @@ def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = Non
             "train_s": outcome.train_s,
             "stop_reason": outcome.stop_reason,
             "params": sum(p.numel() for p in model.parameters()),
+            "task_key": cell.task.key,
+            **by_length_metrics(outcome.by_length),
         }
         if cell.measure.enabled:
-            task = make_task(cell.task.name, cell.seq_len, cell.task.n_tokens, cell.task.vocab_size)
-            inputs, targets = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0))
+            task = cell.task.build(cell.seq_len)
+            inputs, labels = task.sample(
+                cell.train.batch_size, torch.Generator().manual_seed(0), train=True
+            )
             metrics |= measure(
                 model,
                 inputs,
-                targets,
+                labels,
                 device,
                 warmup=cell.measure.warmup,
                 repeats=cell.measure.repeats,

@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from ssmbench.experiment.task_config import DEFAULT_TASK, TASK_FIELD, TaskConfig
 from ssmbench.models import names as model_names
 from ssmbench.ops.scan import BACKENDS
-from ssmbench.tasks import MAX_TRAIN_SEED, TASKS
+from ssmbench.tasks import MAX_TRAIN_SEED
 
 
 class ConfigError(ValueError):
@@ -26,12 +35,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TaskConfig(_Strict):
-    name: Literal[tuple(TASKS)] = "selective-copy"  # type: ignore[valid-type]
-    n_tokens: PositiveInt = 16
-    vocab_size: int = Field(16, ge=3)
 
 
 class ArchConfig(_Strict):
@@ -55,6 +58,7 @@ class TrainConfig(_Strict):
     checkpoint_every: PositiveInt = 1_000
     val_size: PositiveInt = 1_024
     test_size: PositiveInt = 1_024
+    length_test_size: PositiveInt | None = None  # test set at other lengths (None: test_size)
 
 
 class MeasureConfig(_Strict):
@@ -65,13 +69,15 @@ class MeasureConfig(_Strict):
 
 class _Cell(_Strict):
     plugins: list[str] = []  # modules imported first: they may register more models
-    task: TaskConfig = TaskConfig()
+    task: TaskConfig = TASK_FIELD
     arch: ArchConfig = ArchConfig()
     train: TrainConfig = TrainConfig()
     measure: MeasureConfig = MeasureConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     scan: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
     threads: PositiveInt | None = None
+    # lengths the best weights are tested at after training (the training length always is)
+    eval_lengths: list[Annotated[int, Field(strict=True, gt=0)]] = []
 
     @field_validator("plugins")
     @classmethod
@@ -93,7 +99,7 @@ class CellConfig(_Cell):
 
     @property
     def id(self) -> str:
-        return f"{self.model}/L{self.seq_len}/M{self.task.n_tokens}/s{self.seed}"
+        return f"{self.model}/{self.task.key}/L{self.seq_len}/s{self.seed}"
 
 
 class SweepConfig(_Cell):
@@ -127,6 +133,15 @@ class SweepConfig(_Cell):
         if bad:
             raise ValueError(f"seeds must be in [0, 2**40), got {bad}")
         return seeds
+
+    @model_validator(mode="after")
+    def _task_fits_every_length(self) -> SweepConfig:
+        for length in sorted({*self.lengths, *self.eval_lengths}):
+            try:
+                self.task.build(length)
+            except ValueError as e:
+                raise ValueError(f"length {length} does not fit the task: {e}") from None
+        return self
 
     def cells(self) -> list[CellConfig]:
         shared = self.model_dump(include=set(_Cell.model_fields))
@@ -203,6 +218,16 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`_merge`, except that naming another task replaces the task section instead of merging
+    into it (the preset's parameters belong to its own task)."""
+    task = update.get("task")
+    old_name = base.get("task", {}).get("name", DEFAULT_TASK)
+    if isinstance(task, dict) and task.get("name", old_name) != old_name:
+        base = {key: value for key, value in base.items() if key != "task"}
+    return _merge(base, update)
+
+
 def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "config"
@@ -244,9 +269,9 @@ def load_config(
     data = _merge({"preset": preset, **PRESETS[preset]}, {})
     source = f"preset {preset}"
     if file is not None:
-        data, source = _merge(data, read_yaml(file)), str(file)
+        data, source = _merge_layer(data, read_yaml(file)), str(file)
     if overrides:
-        data, source = _merge(data, overrides), "command line"
+        data, source = _merge_layer(data, overrides), "command line"
     try:
         return SweepConfig.model_validate(data)
     except ValidationError as e:

@@ -3,7 +3,7 @@
 Every model is measured by the same procedure, apart from training, on one batch drawn once by
 the caller (data generation is never timed):
 
-    train step = forward, cross-entropy of logits[:, -M:] against targets (B, M), backward,
+    train step = forward, the task loss (cross-entropy at the labelled positions), backward,
                  Adam step (a fresh Adam on a deep copy, so the caller's model is untouched)
     infer step = forward under torch.inference_mode(), model in eval mode
 
@@ -50,7 +50,7 @@ import psutil
 import torch
 from torch import Tensor, nn
 
-from ssmbench.experiment.train import cross_entropy
+from ssmbench.tasks import loss as task_loss
 
 MiB = 2**20
 MEASURES = (
@@ -227,17 +227,17 @@ class Utilization:
 def measure(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    labels: Tensor,
     device: torch.device,
     warmup: int = 3,
     repeats: int = 20,
     lr: float = 1e-4,
 ) -> dict:
-    """Cost of one training step and one inference step of `model` on inputs (B, T) -> targets
-    (B, M), where the model maps tokens (B, T) to logits (B, T, V). Keys: MEASURES, each as the
-    module docstring defines it."""
+    """Cost of one training step and one inference step of `model` on inputs (B, T) and labels
+    (B, T) (-100 where nothing is scored), where the model maps tokens (B, T) to logits
+    (B, T, V). Keys: MEASURES, each as the module docstring defines it."""
     check_counts(warmup, repeats)
-    inputs, targets = inputs.to(device), targets.to(device)
+    inputs, labels = inputs.to(device), labels.to(device)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -248,7 +248,7 @@ def measure(
         optimizer = torch.optim.Adam(trainee.parameters(), lr=lr)
 
         def train_step() -> None:
-            loss = cross_entropy(trainee(inputs), targets)
+            loss = task_loss(trainee(inputs), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

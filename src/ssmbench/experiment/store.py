@@ -22,7 +22,7 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cells (
     id TEXT PRIMARY KEY,
-    model TEXT NOT NULL, seq_len INTEGER NOT NULL, n_tokens INTEGER NOT NULL,
+    model TEXT NOT NULL, seq_len INTEGER NOT NULL, n_tokens INTEGER,
     seed INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN ({_STATUS_WORDS})),
     config TEXT NOT NULL, metrics TEXT, error TEXT,
@@ -93,7 +93,7 @@ class Store:
                     cell_id,
                     config["model"],
                     config["seq_len"],
-                    task["n_tokens"],
+                    task.get("n_tokens"),
                     config["seed"],
                     Status.RUNNING.value,
                     json.dumps(config),

@@ -18,6 +18,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from ssmbench.report.tables import (
     CURVES_IMAGE,
+    LENGTH_IMAGE,
     METRICS,
     Metric,
     column_label,
@@ -25,8 +26,10 @@ from ssmbench.report.tables import (
     device_label,
     devices,
     display_name,
+    length_results,
     model_order,
     summarize,
+    task_key_of,
 )
 
 FIGSIZE = (10.0, 5.0)  # inches
@@ -140,7 +143,7 @@ def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
     models = model_order(with_curves)
     for ax, col in zip(axes, cols, strict=True):
         for row in with_curves:
-            if (row["seq_len"], row["n_tokens"]) != col:
+            if (task_key_of(row), row["seq_len"]) != col:
                 continue
             points = [p for p in curves[row["id"]] if p.get("val_accuracy") is not None]
             points = [p for p in points if math.isfinite(p["val_accuracy"])]
@@ -160,7 +163,38 @@ def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
     return _png(fig)
 
 
+def length_chart(key: str, per_model: dict[str, dict[int, list]], rows: list[dict]) -> bytes:
+    """Test accuracy (%) against evaluation length (log2 x axis), a line per model."""
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(f"Accuracy at other lengths, {key} — {device_label(rows)}")
+    for model in model_order([{"model": m} for m in per_model]):
+        points = []
+        for length, values in sorted(per_model[model].items()):
+            numbers = [v for v in values if not isinstance(v, str)]
+            if numbers:
+                points.append((length, 100 * sum(numbers) / len(numbers)))
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            label=display_name(model),
+            **_line_style(model),
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("evaluation length (log2)")
+    ax.set_ylabel("test accuracy (%, per scored token)")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)
+
+
 def figures(rows: list[dict], curves: dict[str, list[dict]]) -> dict[str, bytes]:
     """Every figure of the report by file name; a metric without data still gets a 'no data' one."""
     charts = {m.image: bar_chart(rows, m) for m in METRICS.values() if m.image}
-    return {**charts, CURVES_IMAGE: learning_curves(rows, curves)}
+    lengths = {
+        LENGTH_IMAGE.format(key=key): length_chart(key, per_model, rows)
+        for key, per_model in length_results(rows).items()
+    }
+    return {**charts, CURVES_IMAGE: learning_curves(rows, curves), **lengths}

@@ -33,7 +33,7 @@ MODEL_NAMES = {
 FAILED = tuple(sorted(s.value for s in FAILURES))
 CURVES_IMAGE = "learning_curves.png"
 
-Column = tuple[int, int]  # (seq_len, n_tokens)
+Column = tuple[str, int]  # (task key, seq_len)
 
 
 @dataclass(frozen=True)
@@ -136,15 +136,21 @@ def model_order(rows: list[dict]) -> list[str]:
     return [m for m in MODEL_NAMES if m in present] + sorted(present - set(MODEL_NAMES))
 
 
+def task_key_of(row: dict) -> str:
+    """The row's task key (e.g. 'selective-copy-M16-V16'); the task's name for older stores."""
+    section = row.get("config", {}).get("task", {})
+    return row.get("task_key") or section.get("name", "selective-copy")
+
+
 def columns(rows: list[dict]) -> list[Column]:
-    return sorted({(row["seq_len"], row["n_tokens"]) for row in rows})
+    return sorted({(task_key_of(row), row["seq_len"]) for row in rows})
 
 
 def column_label(column: Column, all_columns: list[Column]) -> str:
-    """'L=256', or 'L=256, M=16' when several token counts appear."""
-    seq_len, n_tokens = column
-    if len({n for _, n in all_columns}) > 1:
-        return f"L={seq_len}, M={n_tokens}"
+    """'L=256', or 'selective-copy-M16-V16, L=256' when several tasks appear."""
+    key, seq_len = column
+    if len({k for k, _ in all_columns}) > 1:
+        return f"{key}, L={seq_len}"
     return f"L={seq_len}"
 
 
@@ -161,7 +167,7 @@ def device_label(rows: list[dict]) -> str:
 def summarize(rows: list[dict], metric: Metric) -> dict[tuple[str, Column], Cell]:
     groups: dict[tuple[str, Column], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["model"], (row["seq_len"], row["n_tokens"])), []).append(row)
+        groups.setdefault((row["model"], (task_key_of(row), row["seq_len"])), []).append(row)
     cells = {}
     for key, group in groups.items():
         done = [row for row in group if row["status"] == Status.DONE]
@@ -277,27 +283,79 @@ def _error_line(error: str | None) -> str:
 def _failure_table(rows: list[dict]) -> str:
     failed = [row for row in rows if row["status"] in FAILED]
     order = {m: i for i, m in enumerate(model_order(rows))}
-    failed.sort(key=lambda r: (order[r["model"]], r["seq_len"], r["n_tokens"], r["seed"]))
+    failed.sort(key=lambda r: (order[r["model"]], task_key_of(r), r["seq_len"], r["seed"]))
     body = [
         [
             display_name(r["model"]),
+            task_key_of(r),
             str(r["seq_len"]),
-            str(r["n_tokens"]),
             str(r["seed"]),
             r["status"],
             _error_line(r.get("error")),
         ]
         for r in failed
     ]
-    header = ["Model", "L", "M", "Seed", "Status", "Error (last line)"]
-    return _markdown_table(header, body, ["<", ">", ">", ">", "<", "<"])
+    header = ["Model", "Task", "L", "Seed", "Status", "Error (last line)"]
+    return _markdown_table(header, body, ["<", "<", ">", ">", "<", "<"])
+
+
+LENGTH_IMAGE = "length-{key}.png"
+
+
+def length_results(rows: list[dict]) -> dict[str, dict[str, dict[int, list[float | str]]]]:
+    """task key -> model -> evaluation length -> accuracies of finished seeds ('oom' where oom)."""
+    found: dict[str, dict[str, dict[int, list[float | str]]]] = {}
+    for row in rows:
+        by_length = row.get("accuracy_by_length") or {}
+        status = row.get("status_by_length") or {}
+        if row["status"] != Status.DONE or len(by_length) < 2:
+            continue
+        per_model = found.setdefault(task_key_of(row), {}).setdefault(row["model"], {})
+        for length, value in by_length.items():
+            oom = status.get(length) == "oom" or value is None
+            per_model.setdefault(int(length), []).append("oom" if oom else value)
+    return found
+
+
+def length_table(per_model: dict[str, dict[int, list[float | str]]]) -> str:
+    """Mean test accuracy (%) per model and evaluation length; 'oom' where a length did not fit."""
+
+    def text(values: list[float | str]) -> str:
+        numbers = [v for v in values if not isinstance(v, str)]
+        if not values:
+            return "—"
+        if not numbers:
+            return "oom"
+        return f"{100 * sum(numbers) / len(numbers):.1f}"
+
+    lengths = sorted({length for by_length in per_model.values() for length in by_length})
+    order = model_order([{"model": m} for m in per_model])
+    body = [[display_name(m), *(text(per_model[m].get(n, [])) for n in lengths)] for m in order]
+    header = ["Test accuracy (%)", *(f"L={n}" for n in lengths)]
+    return _markdown_table(header, body, ["<", *(">" for _ in lengths)])
+
+
+def _length_sections(rows: list[dict]) -> list[str]:
+    parts = []
+    for key, per_model in sorted(length_results(rows).items()):
+        parts += [
+            f"## Accuracy at other lengths: {key}",
+            "The best-validation weights of each cell on a fixed test set at each length, mean "
+            "over finished seeds.",
+            length_table(per_model),
+            f"![Accuracy against evaluation length, {key}](img/{LENGTH_IMAGE.format(key=key)})",
+        ]
+    return parts
 
 
 HOW_MEASURED = (
-    "Each cell trains one model on the selective-copying task (sequence length L, M tokens to "
-    "copy) from one seed until the step budget, the target accuracy or early stopping on "
-    "validation accuracy ends it. Accuracy is the per-token accuracy on the held-out test set; "
-    "exact match is the share of test sequences with every token right. A step time is the "
+    "Each cell trains one model on one task (see `ssmbench tasks`; e.g. selective copying with "
+    "sequence length L and M tokens to copy) from one seed until the step budget, the target "
+    "accuracy or early stopping on validation accuracy ends it. Accuracy is the per-token "
+    "accuracy over the scored positions of the held-out test set, which shares no example with "
+    "training; exact match is the share of test sequences with every scored token right. "
+    "Accuracy at other lengths scores the best-validation weights on a fixed test set of the "
+    "same task at each evaluation length. A step time is the "
     "median of at least 20 timed steps after at least 3 warm-up steps, on one fixed batch "
     "(training step: forward, backward and the Adam update; inference step: forward under "
     "torch.inference_mode); the interquartile range (IQR) of "
@@ -332,6 +390,7 @@ def report_markdown(rows: list[dict], curves: dict[str, list[dict]], meta: dict)
         else "No learning curves were recorded.",
         f"![Learning curves](img/{CURVES_IMAGE})",
     ]
+    parts += _length_sections(rows)
     if any(row["status"] in FAILED for row in rows):
         parts += ["## Failed, diverged and out-of-memory cells", _failure_table(rows)]
     parts += ["## How measured", HOW_MEASURED]
