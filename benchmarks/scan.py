@@ -1,20 +1,22 @@
-"""Selective scan: reference vs the 'torch' paths (and mamba_ssm's kernel on CUDA when it imports).
+"""Selective scan: the backends side by side (the fused 'numba' kernels, the 'torch' paths, the
+reference, and mamba_ssm's kernel on CUDA when it imports).
 
 One run, the same inputs for every method, shaped like a Mamba layer: u, delta, z (B, D, L) with
-B=8, D=128, N=16, input-dependent B and C (B, N, L), D, delta_bias and softplus, float32. For each
-L and each pass (forward under no_grad; forward + backward of a random linear loss) it prints the
-median time of --repeats runs after warm-up (methods interleaved round-robin, so machine noise hits
-all alike; CUDA synchronized), the peak memory above what was allocated before the call (CUDA:
-max_memory_allocated; CPU: peak resident set size VmHWM above the resident size after returning
-freed heap memory to the system), and the ratios reference / method.
+B=16 (--batch), D=128, N=16, input-dependent B and C (B, N, L), D, delta_bias and softplus, float32.
+For each L and each pass (forward under no_grad; forward + backward of a random linear loss) it
+prints the median time of --repeats runs after warm-up (methods interleaved round-robin, so machine
+noise hits all alike; CUDA synchronized), the peak memory above what was allocated before the call
+(CUDA: max_memory_allocated; CPU: peak resident set size VmHWM above the resident size after
+returning freed heap memory to the system), and the ratios --baseline / method.
 
     python benchmarks/scan.py [--device cpu|cuda] [--lengths 256 512 784 2048] [--json]
+                              [--batch 16] [--methods numba torch-sequential ...]
                               [--threads T] [--clock wall|process]
 
-OMP_WAIT_POLICY defaults to PASSIVE here: with OpenMP's default spin-waiting, every parallel region
-leaves the worker thread spinning, and on a machine shared with other processes the 'torch' paths
-(hundreds of parallel regions per call) ran ~4x slower than the reference at 2 threads instead of
-~9x faster. Set OMP_WAIT_POLICY=ACTIVE to measure the default.
+The OpenMP wait policy is whatever the environment says (unset: OpenMP's default, spinning); on a
+machine shared with other processes, the torch paths' hundreds of parallel regions per call suffer
+from it, the fused kernels (one region per call) do not: that difference is part of what is
+measured. Set OMP_WAIT_POLICY=PASSIVE to measure the torch paths without spinning.
 """
 
 import argparse
@@ -26,42 +28,40 @@ import statistics
 import time
 from collections.abc import Callable
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP
+import torch
 
-import torch  # noqa: E402
+from ssmbench.ops.scan import resolve_backend, selective_scan, selective_scan_reference
 
-from ssmbench.ops.scan import (  # noqa: E402
-    resolve_backend,
-    selective_scan,
-    selective_scan_reference,
-)
-
-BATCH, DIM, N_STATE = 8, 128, 16
+DIM, N_STATE = 128, 16
+BACKENDS = ("numba", "torch-sequential", "torch-chunked", "cuda")
 
 
-def make_inputs(length: int, device: str) -> list[torch.Tensor]:
+def make_inputs(length: int, device: str, batch: int) -> list[torch.Tensor]:
     """u, delta, A, B, C, D, z, delta_bias, like Mamba's: A = -(1..N), delta around 1e-2."""
     randn = functools.partial(torch.randn, generator=torch.Generator().manual_seed(length))
     tensors = [
-        randn(BATCH, DIM, length),  # u
-        randn(BATCH, DIM, length) * 0.5,  # delta, before bias and softplus
+        randn(batch, DIM, length),  # u
+        randn(batch, DIM, length) * 0.5,  # delta, before bias and softplus
         -torch.arange(1, N_STATE + 1.0).repeat(DIM, 1),  # A (D, N)
-        randn(BATCH, N_STATE, length),  # B
-        randn(BATCH, N_STATE, length),  # C
+        randn(batch, N_STATE, length),  # B
+        randn(batch, N_STATE, length),  # C
         torch.ones(DIM),  # D
-        randn(BATCH, DIM, length),  # z
+        randn(batch, DIM, length),  # z
         torch.log(torch.expm1(torch.full((DIM,), 1e-2))),  # delta_bias: softplus^-1(0.01)
     ]
     return [x.to(device).requires_grad_() for x in tensors]
 
 
-def methods(device: str) -> dict[str, Callable[..., torch.Tensor]]:
-    """Name (as resolve_backend reports it) -> scan function with selective_scan's signature."""
-    found: dict[str, Callable[..., torch.Tensor]] = {"reference": selective_scan_reference}
-    for backend in ("torch-sequential", "torch-chunked", "cuda"):
+def methods(device: str, wanted: list[str]) -> dict[str, Callable[..., torch.Tensor]]:
+    """Name (as resolve_backend reports it) -> scan function with selective_scan's signature, for
+    the wanted backends that run on this device."""
+    found: dict[str, Callable[..., torch.Tensor]] = {}
+    if "reference" in wanted:
+        found["reference"] = selective_scan_reference
+    for backend in [b for b in BACKENDS if b in wanted]:
         try:
             name = resolve_backend(device, backend)
-        except ValueError:  # no mamba_ssm, or not on CUDA
+        except ValueError:  # no mamba_ssm or numba, or the wrong device
             continue
         found[name] = lambda *args, b=backend, **kw: selective_scan(*args, **kw, backend=b)
     return found
@@ -131,16 +131,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch default)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument(
+        "--methods", nargs="+", default=["numba", "torch-sequential", "cuda"],
+        help=f"any of reference {' '.join(BACKENDS)}",
+    )  # fmt: skip
+    parser.add_argument("--baseline", default="torch-sequential", help="ratios are baseline/method")
     parser.add_argument("--clock", choices=["wall", "process"], default="wall")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    scans = methods(args.device)
+    scans = methods(args.device, args.methods)
+    base = args.baseline if args.baseline in scans else next(iter(scans))
     rows = []
     for length in args.lengths:
-        inputs = make_inputs(length, args.device)
+        inputs = make_inputs(length, args.device, args.batch)
         for backward in (False, True):
             runs = {name: step(scan, inputs, backward) for name, scan in scans.items()}
             ms = median_ms(runs, args.device, args.warmup, args.repeats, args.clock)
@@ -153,8 +160,8 @@ def main() -> None:
                         "method": name,
                         "ms": ms[name],
                         "peak_mib": mib[name],
-                        "time_ratio": ms["reference"] / ms[name],
-                        "memory_ratio": mib["reference"] / max(mib[name], 1e-9),
+                        "time_ratio": ms[base] / ms[name],
+                        "memory_ratio": mib[base] / max(mib[name], 1e-9),
                     }
                 )
     setting = {
@@ -162,9 +169,11 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "clock": args.clock,
-        "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"),
         "repeats": args.repeats,
-        "shape": {"B": BATCH, "D": DIM, "N": N_STATE},
+        "shape": {"B": args.batch, "D": DIM, "N": N_STATE},
+        "baseline": base,
+        "load_average_1min": os.getloadavg()[0],
         "torch_picks": resolve_backend(args.device, "torch"),
         "default_picks": resolve_backend(args.device),
     }
@@ -172,7 +181,7 @@ def main() -> None:
         print(json.dumps({"setting": setting, "rows": rows}, indent=1))
         return
     print(" ".join(f"{k}={v}" for k, v in setting.items()))
-    print("\n| L | pass | method | median ms | peak MiB | ref/method time | ref/method memory |")
+    print(f"\n| L | pass | method | median ms | peak MiB | {base}/method time | memory |")
     print("|---|---|---|---:|---:|---:|---:|")
     for r in rows:
         print(

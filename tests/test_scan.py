@@ -1,13 +1,15 @@
-"""Selective scan: the 'torch' paths against the reference, the reference against a closed form,
+"""Selective scan: every backend against the reference, the reference against a closed form,
 and backend resolution."""
 
 import itertools
 import math
+import os
+import tempfile
 
 import pytest
 import torch
 
-from ssmbench.ops import scan
+from ssmbench.ops import scan, scan_fused
 from ssmbench.ops.scan import (
     resolve_backend,
     selective_scan,
@@ -15,7 +17,8 @@ from ssmbench.ops.scan import (
     set_default_backend,
 )
 
-TORCH_PATHS = ["torch-sequential", "torch-chunked"]
+# Every fast backend runs every test below against the reference ('cuda' needs a GPU).
+PATHS = ["torch-sequential", "torch-chunked", "numba"]
 BC_SHAPES = ["(D,N)", "(B,N,L)", "(B,1,N,L)", "(B,2,N,L)"]
 OPTIONS = ["z", "D", "delta_bias", "delta_softplus", "return_last_state"]
 
@@ -87,7 +90,7 @@ def torch_path(path):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 4 steps of make_inputs' default sizes, so that length 11 has three, the last one
-    short."""
+    short ('torch' paths; the numba kernels' chunks are fixed, see test_fused_chunk_boundaries)."""
     elements = 4 * 2 * 3 * 4  # T B N D
     monkeypatch.setitem(scan.CHUNK_ELEMENTS, "torch-sequential", elements)
     monkeypatch.setitem(scan.CHUNK_ELEMENTS, "torch-chunked", elements)
@@ -96,7 +99,7 @@ def small_chunks(monkeypatch):
 # The 'torch' paths against the reference
 
 
-@pytest.mark.parametrize("path", TORCH_PATHS)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bc_shape", BC_SHAPES)
 @pytest.mark.parametrize(
     "options",
@@ -109,16 +112,17 @@ def test_matches_reference_float64(small_chunks, path, bc_shape, options):
     assert_all_close(outputs_and_grads(torch_path(path), args, kwargs), expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize("path", TORCH_PATHS)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bc_shape", BC_SHAPES)
 def test_matches_reference_float32_default_chunks(path, bc_shape):
-    """Default chunks: three of 256 steps for torch-sequential, the last one short."""
+    """Default chunks: three of 256 steps for torch-sequential, ten of 64 for numba, the last one
+    short."""
     args, kwargs = make_inputs(bc_shape, OPTIONS, 4, 32, 16, length=600, dtype=torch.float32)
     expected = outputs_and_grads(selective_scan_reference, args, kwargs)
-    assert_all_close(outputs_and_grads(torch_path(path), args, kwargs), expected, rtol=1e-4)
+    assert_all_close(outputs_and_grads(torch_path(path), args, kwargs), expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("path", TORCH_PATHS)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("decay", ["vanishing", "near_one"])
 def test_extreme_decays(small_chunks, path, dtype, decay):
@@ -131,11 +135,11 @@ def test_extreme_decays(small_chunks, path, dtype, decay):
         delta, A = delta * 1e-3, A * 1e-3
     args = [u, delta, A, B, C]
     expected = outputs_and_grads(selective_scan_reference, args, kwargs)
-    rtol = 1e-10 if dtype == torch.float64 else 1e-4
+    rtol = 1e-10 if dtype == torch.float64 else 1e-5
     assert_all_close(outputs_and_grads(torch_path(path), args, kwargs), expected, rtol=rtol)
 
 
-@pytest.mark.parametrize("path", TORCH_PATHS)
+@pytest.mark.parametrize("path", PATHS)
 def test_bfloat16_inputs(small_chunks, path):
     """bf16 inputs, float32 arithmetic: compared with the reference on the same rounded inputs in
     float32; out and gradients come back in bf16, the last state in float32."""
@@ -148,7 +152,7 @@ def test_bfloat16_inputs(small_chunks, path):
     assert_all_close(actual, outputs_and_grads(selective_scan_reference, *rounded), rtol=2e-2)
 
 
-@pytest.mark.parametrize("path", TORCH_PATHS)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("length", [1, 2, 5])
 def test_lengths_up_to_one_chunk(small_chunks, path, length):
     args, kwargs = make_inputs("(B,N,L)", OPTIONS, length=length)
@@ -156,7 +160,7 @@ def test_lengths_up_to_one_chunk(small_chunks, path, length):
     assert_all_close(outputs_and_grads(torch_path(path), args, kwargs), expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize("path", TORCH_PATHS)
+@pytest.mark.parametrize("path", PATHS)
 def test_strided_inputs(small_chunks, path):
     """Inputs laid out as the S6 layer passes them, x.mT with x (B, L, D) contiguous."""
     args, kwargs = make_inputs("(B,N,L)", OPTIONS, length=20)
@@ -164,6 +168,45 @@ def test_strided_inputs(small_chunks, path):
     assert not strided[0][0].is_contiguous()
     expected = outputs_and_grads(selective_scan_reference, args, kwargs)
     assert_all_close(outputs_and_grads(torch_path(path), *strided), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("bc_shape", BC_SHAPES)
+@pytest.mark.parametrize("length", [63, 64, 65, 150])
+def test_fused_chunk_boundaries(bc_shape, length):
+    """The numba backward recomputes states from one saved state per 64 steps: lengths around
+    and across that boundary, the last chunk short."""
+    args, kwargs = make_inputs(bc_shape, OPTIONS, length=length)
+    expected = outputs_and_grads(selective_scan_reference, args, kwargs)
+    assert_all_close(outputs_and_grads(torch_path("numba"), args, kwargs), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("bc_shape", ["(B,N,L)", "(B,2,N,L)", "(D,N)"])
+def test_fused_small_batch_splits_channels(bc_shape):
+    """Batch 1: the backward splits the channels into blocks (each within one group) whose
+    partial gradients of B and C are summed afterwards."""
+    args, kwargs = make_inputs(bc_shape, OPTIONS, batch=1, dim=16, n=5, length=20)
+    assert scan_fused._block(16, 1, args[3], args[4]) < (16 if bc_shape != "(B,2,N,L)" else 8)
+    expected = outputs_and_grads(selective_scan_reference, args, kwargs)
+    assert_all_close(outputs_and_grads(torch_path("numba"), args, kwargs), expected, rtol=1e-10)
+
+
+def test_fused_block_stays_within_a_group():
+    B1, B4 = torch.zeros(2, 1, 3, 5), torch.zeros(2, 4, 3, 5)
+    assert scan_fused._block(64, 64, B1, B1) == 64  # enough batch items: one block per batch row
+    assert scan_fused._block(64, 64, B4, B1) == 16  # one group of B per block
+    assert scan_fused._block(64, 1, torch.zeros(64, 3), torch.zeros(64, 3)) == 1
+    for batch in (1, 2, 3):
+        assert 16 % scan_fused._block(64, batch, B4, B4) == 0
+
+
+def test_kernel_cache_falls_back_to_temp_dir(monkeypatch, tmp_path):
+    from ssmbench.ops import scan_kernels
+
+    monkeypatch.setattr(scan_kernels.os, "access", lambda path, mode: True)
+    assert scan_kernels.cache_dir(str(tmp_path)) is None  # numba's default, beside the sources
+    monkeypatch.setattr(scan_kernels.os, "access", lambda path, mode: False)
+    fallback = scan_kernels.cache_dir(str(tmp_path))
+    assert fallback.startswith(tempfile.gettempdir()) and str(os.getuid()) in fallback
 
 
 # The reference against the recurrence written out as a sum
@@ -229,12 +272,21 @@ def clean_backend(monkeypatch):
 
 
 def test_auto_picks_by_device(clean_backend):
+    assert resolve_backend("cpu") == "numba"
+    clean_backend.setattr(scan_fused, "available", lambda: False)
     assert resolve_backend("cpu") == scan.TORCH_PATH_BY_DEVICE["cpu"]
+    with pytest.raises(ValueError, match="needs numba"):
+        resolve_backend("cpu", "numba")
     clean_backend.setattr(scan, "_mamba_selective_scan_fn", lambda: None)
     assert resolve_backend("cuda") == scan.TORCH_PATH_BY_DEVICE["cuda"]
     clean_backend.setattr(scan, "_mamba_selective_scan_fn", lambda: object())
     assert resolve_backend("cuda") == "cuda-mamba_ssm"
     assert resolve_backend("cpu") == scan.TORCH_PATH_BY_DEVICE["cpu"]
+
+
+def test_numba_needs_cpu_tensors(clean_backend):
+    with pytest.raises(ValueError, match="CPU tensors"):
+        resolve_backend("cuda", "numba")
 
 
 def test_priority_argument_then_default_then_env(clean_backend):
@@ -247,7 +299,7 @@ def test_priority_argument_then_default_then_env(clean_backend):
     set_default_backend("auto")
     assert resolve_backend("cpu") == "reference"
     clean_backend.setenv(scan.ENV_VAR, "auto")
-    assert resolve_backend("cpu") == scan.TORCH_PATH_BY_DEVICE["cpu"]
+    assert resolve_backend("cpu") == "numba"
 
 
 def test_selective_scan_runs_the_resolved_backend(clean_backend):
@@ -288,7 +340,7 @@ def test_forced_cuda_says_what_is_missing(clean_backend):
     ],
     ids=["A", "B-length", "B-groups", "z", "D"],
 )
-@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "torch", "numba"])
 def test_bad_shapes_raise(change, backend):
     args, kwargs = make_inputs("(B,N,L)", ["z", "D"])
     names = ["u", "delta", "A", "B", "C"]

@@ -20,6 +20,9 @@ Backends (see `resolve_backend` for how one is chosen):
                or recursive doubling over the chunk ('torch-chunked', fewer kernel launches for
                GPUs). Exact: exp(Δ A) is computed as exp2(Δ A log2 e), the same function.
                out and the gradients of u, delta, z are (B, D, L) views of time-major buffers.
+  'numba'      two fused CPU kernels, forward and backward (`ssmbench.ops.scan_fused`): the state
+               and the adjoint in registers, one saved state per 64 steps, one parallel region per
+               call. 'auto' picks it for CPU tensors when numba imports.
   'cuda'       mamba_ssm's selective_scan_fn.
 """
 
@@ -35,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda")
+from ssmbench.ops import scan_fused
+
+BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda", "numba")
 ENV_VAR = "SSMBENCH_SCAN"
 # The 'torch' path per device type. CPU (benchmarks/scan.py, B=8, D=128, N=16, L=784, forward +
 # backward): the sequential loop is 5-12x faster than the chunked parallel scan. On CUDA the chunked
@@ -76,11 +81,12 @@ def _mamba_selective_scan_fn() -> Callable | None:
 
 def resolve_backend(device: torch.device | str, backend: str | None = None) -> str:
     """The scan that would run for tensors on `device`: 'reference', 'torch-sequential',
-    'torch-chunked' or 'cuda-mamba_ssm'.
+    'torch-chunked', 'numba' or 'cuda-mamba_ssm'.
 
     Requested name: `backend` > set_default_backend(...) > $SSMBENCH_SCAN, where None or 'auto'
     at a level defers to the next. 'auto' at the end means mamba_ssm's kernel for CUDA tensors when
-    mamba_ssm imports, else 'torch'; 'torch' means TORCH_PATH_BY_DEVICE[device type].
+    mamba_ssm imports, the fused 'numba' kernels for CPU tensors when numba imports, else 'torch';
+    'torch' means TORCH_PATH_BY_DEVICE[device type].
     """
     device = torch.device(device)
     name = "auto"
@@ -94,7 +100,15 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
             break
     if name == "auto":
         on_cuda = device.type == "cuda" and _mamba_selective_scan_fn() is not None
-        name = "cuda" if on_cuda else "torch"
+        on_cpu = device.type == "cpu" and scan_fused.available()
+        name = "cuda" if on_cuda else "numba" if on_cpu else "torch"
+    if name == "numba":
+        if not scan_fused.available():
+            raise ValueError(
+                "scan backend 'numba' needs numba, which does not import: pip install numba"
+            )
+        if device.type != "cpu":
+            raise ValueError(f"scan backend 'numba' needs CPU tensors, got device {device}")
     if name == "torch":
         return TORCH_PATH_BY_DEVICE.get(device.type, "torch-sequential")
     if name == "cuda":
@@ -454,5 +468,9 @@ def selective_scan(
     if path == "cuda-mamba_ssm":
         return _mamba_selective_scan_fn()(*args)
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    out, last_state = _SelectiveScanFn.apply(*args[:-1], path)
+    if path == "numba":
+        dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+        out, last_state = scan_fused.FusedScanFn.apply(*args[:-1], dtype)
+    else:
+        out, last_state = _SelectiveScanFn.apply(*args[:-1], path)
     return (out, last_state) if return_last_state else out
