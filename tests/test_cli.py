@@ -175,7 +175,8 @@ def test_other_config_folder_is_refused_then_forced(existing, capsys):
     assert main(["run", "--preset", "smoke", "--out", str(existing)]) == 2
     assert "different config" in capsys.readouterr().err
     (existing / "checkpoints").mkdir()
-    (existing / "checkpoints" / "lstm_L8_M2_s0.pt").write_bytes(b"garbage")  # --force drops it
+    garbage = existing / "checkpoints" / "lstm_selective-copy-M2-V8_L8_s0.pt"
+    garbage.write_bytes(b"garbage")  # --force drops it
     assert (
         main(
             [
@@ -194,7 +195,7 @@ def test_other_config_folder_is_refused_then_forced(existing, capsys):
         == 0
     )
     with Store(existing / FILENAME, readonly=True) as store:
-        assert [r["id"] for r in store.rows()] == ["lstm/L8/M2/s0"]
+        assert [r["id"] for r in store.rows()] == ["lstm/selective-copy-M2-V8/L8/s0"]
     assert not list((existing / "checkpoints").iterdir())
 
 

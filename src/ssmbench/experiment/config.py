@@ -187,6 +187,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "device": "cpu",
     },
+    # The Mamba paper's Table 11 shape on the CPU: induction heads trained at L=64, tested at
+    # 64 .. 16384 (the paper trains at 256: see induction-gpu). Stops when validation hits 100%.
+    "induction-cpu": {
+        "models": ["mamba-s6", "transformer"],
+        "lengths": [64],
+        "eval_lengths": [64, 256, 1_024, 4_096, 16_384],
+        "task": {"name": "induction-heads", "vocab_size": 16},
+        "arch": {"d_model": 64, "n_layers": 2, "d_state": 16},
+        "train": {
+            "max_steps": 2_000,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "grad_clip": 1.0,
+            "eval_every": 100,
+            "patience": None,
+            "target_accuracy": 1.0,
+            "checkpoint_every": 250,
+            "val_size": 512,
+            "test_size": 512,
+            "length_test_size": 128,
+        },
+        "device": "cpu",
+    },
     # About a minute: for tests and a first look.
     "smoke": {
         "models": ["mamba-s6", "s4d-real", "lstm"],
@@ -226,6 +249,28 @@ def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]
     if isinstance(task, dict) and task.get("name", old_name) != old_name:
         base = {key: value for key, value in base.items() if key != "task"}
     return _merge(base, update)
+
+
+# Table 11 as the paper ran it: trained at 256, tested up to 2^20 (a GPU job; lengths that do not
+# fit are recorded as oom).
+PRESETS["induction-gpu"] = _merge(
+    PRESETS["induction-cpu"],
+    {
+        "models": ["mamba-s6", "transformer", "s4d-real", "lstm"],
+        "lengths": [256],
+        "eval_lengths": [2**k for k in range(6, 21)],
+        "train": {
+            "max_steps": 50_000,
+            "eval_every": 500,
+            "patience": 5_000,
+            "checkpoint_every": 1_000,
+            "val_size": 1_024,
+            "test_size": 1_024,
+            "length_test_size": 256,
+        },
+        "device": "cuda",
+    },
+)
 
 
 def _one_line(error: ValidationError, source: str) -> str:
