@@ -10,7 +10,8 @@ from ssmbench.cli import main
 from ssmbench.experiment.config import load_config
 from ssmbench.experiment.store import FILENAME, Store
 
-PNGS = ["accuracy", "train_time", "inference_time", "memory", "utilization", "learning_curves"]
+PNGS = ["accuracy", "train_time", "inference_time", "memory", "utilization", "learning_curves",
+        "lr_sensitivity"]  # fmt: skip
 
 
 def test_smoke_end_to_end(tmp_path):
@@ -25,15 +26,20 @@ def test_smoke_end_to_end(tmp_path):
     assert run.returncode == 0, run.stderr
     assert f"report: {out / 'report.md'}" in run.stdout
     with Store(out / FILENAME, readonly=True) as store:
-        rows, curves = store.rows(), store.curves()
+        rows, curves, costs = store.rows(), store.curves(), store.costs()
     config = load_config("smoke")
     assert sorted(r["id"] for r in rows) == sorted(c.id for c in config.cells())
     for row in rows:
         assert row["status"] == "done", row["error"]
         assert 0 <= row["accuracy"] <= 1 and row["steps"] == config.train.max_steps
-        assert row["train_ms"] > 0 and row["infer_ms"] > 0 and row["peak_mem_mib"] >= 0
+        assert 0 <= row["val_accuracy"] <= 1 and row["lr"] == config.train.lr
         assert row["device"] == "cpu" and row["torch_version"] and row["config"]["seed"] == 0
         assert [p["step"] for p in curves[row["id"]]] == [10, 20, 30, 40]
+    assert sorted(c["id"] for c in costs) == sorted({c.cost_id for c in config.cells()})
+    for cost in costs:
+        assert cost["status"] == "done" and cost["alone"] is True, cost["error"]
+        assert cost["train_ms"] > 0 and cost["infer_ms"] > 0 and cost["peak_mem_mib"] >= 0
+        assert cost["batch_size"] == config.train.batch_size and cost["threads"] >= 1
     report = (out / "report.md").read_text()
     assert "Mamba S6" in report and "(ms)" in report and "MiB" in report
     for name in PNGS:
@@ -50,8 +56,12 @@ def test_smoke_end_to_end(tmp_path):
     )
     assert {
         "model",
+        "task",
         "seq_len",
         "n_tokens",
+        "lr",
+        "weight_decay",
+        "val_accuracy",
         "seed",
         "status",
         "accuracy",
@@ -107,6 +117,9 @@ BAD = {
     "fractional length": (["--lengths", "1.5"], "comma-separated integers"),
     "word length": (["--lengths", "long"], "comma-separated integers"),
     "negative seed": (["--seeds", "-1"], "seeds"),
+    "zero lr in sweep": (["--lrs", "0,1e-3"], "lrs.0"),
+    "word lr in sweep": (["--lrs", "fast"], "comma-separated numbers"),
+    "negative weight decay": (["--weight-decays", "-0.1"], "weight_decays.0"),
     "zero steps": (["--steps", "0"], "train.max_steps"),
     "vocab below 3": ("task:\n  vocab_size: 2\n", "task: selective-copy: vocab_size"),
     "zero lr": ("train:\n  lr: 0\n", "train.lr"),
@@ -195,7 +208,7 @@ def test_other_config_folder_is_refused_then_forced(existing, capsys):
         == 0
     )
     with Store(existing / FILENAME, readonly=True) as store:
-        assert [r["id"] for r in store.rows()] == ["lstm/selective-copy-M2-V8/L8/s0"]
+        assert [r["id"] for r in store.rows()] == ["lstm/selective-copy-M2-V8/L8/lr0.003/wd0/s0"]
     assert not list((existing / "checkpoints").iterdir())
 
 

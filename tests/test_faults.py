@@ -91,7 +91,7 @@ def test_ray_gives_the_local_executors_metrics(tmp_path, ray_cluster):
     )  # same float reductions in both
     run_sweep(config, tmp_path / "local", executor=LocalExecutor(workers=2))
     run_sweep(config.model_copy(update={"executor": "ray"}), tmp_path / "ray")
-    learned = ("accuracy", "exact_match", "steps", "best_step", "best_val_accuracy", "params")
+    learned = ("accuracy", "exact_match", "steps", "best_step", "val_accuracy", "params")
     with Store(tmp_path / "local" / FILENAME) as a, Store(tmp_path / "ray" / FILENAME) as b:
         local = {r["id"]: r for r in a.rows()}
         on_ray = {r["id"]: r for r in b.rows()}

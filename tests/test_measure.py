@@ -16,14 +16,8 @@ from torch import nn
 
 import ssmbench.experiment.bench as bench_module
 import ssmbench.experiment.measure as measure_module
-from ssmbench.experiment.bench import (
-    bench,
-    format_bench,
-    growth,
-    run_bench_command,
-    study_ratios,
-    validate_bench_args,
-)
+from ssmbench.cli import run_bench_command, validate_bench_args
+from ssmbench.experiment.bench import bench, growth, study_ratios
 from ssmbench.experiment.measure import (
     MEASURES,
     PeakMemory,
@@ -35,6 +29,7 @@ from ssmbench.experiment.measure import (
     time_steps,
 )
 from ssmbench.ops.scan import resolve_backend
+from ssmbench.report.bench import format_bench
 
 CPU = torch.device("cpu")
 BIG_MIB = 200
@@ -350,3 +345,24 @@ def test_format_bench_names_units_and_never_calls_cpu_figures_gpu(device):
     assert not any(word in text for word in hidden)
     with pytest.raises(ValueError, match="several devices"):
         format_bench([*rows, full_row("lstm", 256, "other", 1.0)], [], [])
+
+
+def test_measured_training_step_is_the_cells_own(monkeypatch):
+    """measure() times the trainer's train_step with the cell's optimizer, weight decay,
+    clipping and warm-up, not a fixed Adam."""
+    import ssmbench.experiment.measure as measure_module
+    from ssmbench.experiment.config import TrainConfig
+
+    hp = TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=0.1, grad_clip=0.5, warmup_steps=7)
+    seen: list = []
+    real_step, real_optimizer = measure_module.train_step, measure_module.make_optimizer
+
+    def spy_step(model, optimizer, x, y, given, step):
+        seen.append((type(optimizer).__name__, given, step))
+        return real_step(model, optimizer, x, y, given, step)
+
+    monkeypatch.setattr(measure_module, "train_step", spy_step)
+    monkeypatch.setattr(measure_module, "make_optimizer", real_optimizer)
+    measure(Tiny(), *batch(), CPU, warmup=1, repeats=2, hp=hp)
+    assert seen and all(name == "AdamW" and given is hp for name, given, _ in seen)
+    assert [step for *_, step in seen][-3:] == [0, 1, 2]  # warm-up counts from the first step

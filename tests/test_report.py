@@ -10,10 +10,14 @@ import statistics
 import pytest
 
 from ssmbench.report import export, write_report
-from ssmbench.report.tables import metric_table, report_markdown
+from ssmbench.report.markdown import report_markdown
+from ssmbench.report.tables import metric_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = ["accuracy", "train_time", "inference_time", "memory", "utilization", "learning_curves"]
+FIGURES = [
+    "accuracy", "train_time", "inference_time", "memory", "utilization", "learning_curves",
+    "lr_sensitivity", "difficulty_selective-copy_seq_len",
+]  # fmt: skip
 CONFIG = {
     "train": {
         "max_steps": 4000,
@@ -37,12 +41,15 @@ def make_row(model: str, seq_len: int, seed: int, status: str = "done", n_tokens
     return {
         "id": f"{model}-{seq_len}-{n_tokens}-{seed}",
         "model": model,
+        "task": f"selective-copy-M{n_tokens}-V16",
         "seq_len": seq_len,
         "n_tokens": n_tokens,
-        "task_key": f"selective-copy-M{n_tokens}-V16",
+        "lr": 3e-4,
+        "weight_decay": 0.0,
         "seed": seed,
         "status": status,
         "accuracy": value(0.4 + 0.1 * k),
+        "val_accuracy": value(0.45 + 0.1 * k),
         "exact_match": value(0.05 * k),
         "steps": value(1000 + 10 * seed),
         "best_step": value(900),
@@ -63,7 +70,12 @@ def make_row(model: str, seq_len: int, seed: int, status: str = "done", n_tokens
         "git_commit": "deadbeef",
         "scan_backend": "sequential",
         "error": None if done else "Traceback ...\nRuntimeError: out of memory (test)",
-        "config": {**CONFIG, "model": {"name": model}, "seed": seed},
+        "config": {
+            **CONFIG,
+            "model": {"name": model},
+            "seed": seed,
+            "task": {"name": "selective-copy", "n_tokens": n_tokens, "vocab_size": 16},
+        },
     }
 
 
@@ -76,6 +88,12 @@ def rows() -> list[dict]:
         for seq_len in (512, 256)
         for seed in (0, 1)
     ]
+
+
+@pytest.fixture
+def costs(rows: list[dict]) -> list[dict]:
+    """One cost measurement per (model, length): seed 0's figures."""
+    return [{**row, "alone": True, "batch_size": 64} for row in rows if row["seed"] == 0]
 
 
 @pytest.fixture
@@ -157,9 +175,9 @@ def test_headers_carry_units_and_cpu_figures_are_not_called_gpu(rows: list[dict]
 
 
 def test_report_has_provenance_every_table_figure_and_failures(
-    rows: list[dict], curves: dict[str, list[dict]]
+    rows: list[dict], curves: dict[str, list[dict]], costs: list[dict]
 ) -> None:
-    report = report_markdown(rows, curves, META)
+    report = report_markdown(rows, curves, META, costs)
     for text in (
         "unit-test",
         "cpu: Test CPU 9000",
@@ -180,6 +198,9 @@ def test_report_has_provenance_every_table_figure_and_failures(
         "RuntimeError: out of memory (test)",
         "median",
         "IQR",
+        "alone",
+        "95% CI",
+        "Leaderboard",
     ):
         assert text in report, text
     for name in FIGURES:
@@ -187,12 +208,12 @@ def test_report_has_provenance_every_table_figure_and_failures(
     assert "GPU" not in report.split("## How measured")[0]  # CPU figures are named as such
 
 
-def test_write_report_writes_markdown_and_six_pngs(
-    rows: list[dict], curves: dict[str, list[dict]], tmp_path
+def test_write_report_writes_markdown_and_every_png(
+    rows: list[dict], curves: dict[str, list[dict]], costs: list[dict], tmp_path
 ) -> None:
-    path = write_report(rows, curves, META, tmp_path / "out")
+    path = write_report(rows, curves, META, tmp_path / "out", costs)
     assert path == tmp_path / "out" / "report.md"
-    assert path.read_text() == report_markdown(rows, curves, META)
+    assert path.read_text() == report_markdown(rows, curves, META, costs)
     for name in FIGURES:
         png = (tmp_path / "out" / "img" / f"{name}.png").read_bytes()
         assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
@@ -203,7 +224,7 @@ def test_write_report_writes_markdown_and_six_pngs(
 def test_figures_without_data_are_still_written(tmp_path) -> None:
     rows = [make_row("s6", 256, 0, status="failed")]
     write_report(rows, {}, META, tmp_path)
-    for name in FIGURES:
+    for name in FIGURES[:-1]:  # no difficulty axis varies: no figure of one
         assert (tmp_path / "img" / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
@@ -253,9 +274,9 @@ def test_export_csv_has_one_row_per_cell(rows: list[dict]) -> None:
         assert json.loads(record["config"]) == row["config"]
 
 
-def test_export_md_holds_every_metric_table(rows: list[dict]) -> None:
-    text = export(rows, "md")
-    assert metric_table(rows, "accuracy") in text and metric_table(rows, "util_pct") in text
+def test_export_md_holds_every_metric_table(rows: list[dict], costs: list[dict]) -> None:
+    text = export(rows, "md", costs)
+    assert metric_table(rows, "accuracy") in text and metric_table(costs, "util_pct") in text
 
 
 def test_bad_format_and_metric_raise(rows: list[dict]) -> None:

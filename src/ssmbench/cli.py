@@ -1,4 +1,4 @@
-"""The `ssmbench` command: run, bench, report, export, models.
+"""The `ssmbench` command: run, bench, report, export, models, presets.
 
 Every bad input is caught here, at the edge, before anything is written: it exits with code 2
 and one line on standard error that says what is wrong.
@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ssmbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="train and measure every model × length × seed, then report")
+    run = sub.add_parser(
+        "run", help="train every model × task × length × lr × wd × seed, measure costs, report"
+    )
     run.add_argument(
         "--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)"
     )
@@ -58,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--models", type=_list_of(str, "model names"))
     run.add_argument("--lengths", type=_list_of(int, "integers"))
     run.add_argument("--seeds", type=_list_of(int, "integers"))
+    run.add_argument("--lrs", type=_list_of(float, "numbers"), help="learning rates to sweep")
+    run.add_argument(
+        "--weight-decays", type=_list_of(float, "numbers"), help="weight decays to sweep"
+    )
     run.add_argument("--steps", type=int, help="maximum training steps per cell")
     run.add_argument("--task", help="the task (see `ssmbench tasks`; default selective-copy)")
     run.add_argument(
@@ -93,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start clean: discard every result and checkpoint in --out",
     )
 
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cells and a cost estimate from a few timed steps, then exit",
+    )
+
     bench = sub.add_parser("bench", help="time, memory and utilization only, no training")
     bench.add_argument("--models", type=_list_of(str, "model names"))
     bench.add_argument("--lengths", type=_list_of(int, "integers"), default=[256, 512, 784])
@@ -109,9 +121,15 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="print a store's results as csv, json or md")
     export.add_argument("out", type=Path)
     export.add_argument("--format", choices=["csv", "json", "md"], default="json")
+    export.add_argument(
+        "--summary",
+        action="store_true",
+        help="one row per model × task setting × length: chosen lr, mean, std, 95%% CI, costs",
+    )
 
     sub.add_parser("models", help="list the models with their parameter counts")
     sub.add_parser("tasks", help="list the tasks with their parameters and defaults")
+    sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
     return parser
 
 
@@ -120,6 +138,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "models": args.models,
         "lengths": args.lengths,
         "seeds": args.seeds,
+        "lrs": args.lrs,
+        "weight_decays": args.weight_decays,
         "device": args.device,
         "scan": args.scan,
         "threads": args.threads,
@@ -168,7 +188,72 @@ def _store_at(out: Path) -> Any:
 
     if not (out / FILENAME).is_file():
         raise ConfigError(f"no results in {out}: run `ssmbench run --out {out}` first")
-    return Store(out / FILENAME, readonly=True)
+    store = Store(out / FILENAME, readonly=True)
+    if store.outdated:
+        store.close()
+        raise ConfigError(f"{out} holds results of an older ssmbench; rerun into another --out")
+    return store
+
+
+def _write_report(store: Any) -> Path:
+    from ssmbench.experiment.sweep import report_meta
+    from ssmbench.report import write_report
+
+    with store:
+        return write_report(
+            store.rows(), store.curves(), report_meta(store), store.path.parent, store.costs()
+        )
+
+
+def _presets() -> None:
+    from ssmbench.experiment.config import load_config
+
+    for name in PRESETS:
+        config = load_config(name)
+        steps = sum(cell.train.max_steps for cell in config.cells())
+        print(f"{name:<14} {config.description}")
+        print(f"{'':<14} {len(config.cells())} cells, at most {steps:,} training steps; "
+              f"{config.estimate or 'no estimate'}")  # fmt: skip
+
+
+def validate_bench_args(args: argparse.Namespace) -> None:
+    """Check `ssmbench bench`'s arguments before anything is built (ValueError says the fix)."""
+    from ssmbench.experiment.bench import checked_tasks
+    from ssmbench.experiment.measure import resolve_device
+    from ssmbench.models import names
+
+    checked_tasks(args.models or names(), args.lengths, args.n_tokens, 16, args.batch_size, 0,
+                  args.repeats)  # fmt: skip
+    resolve_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+
+
+def run_bench_command(args: argparse.Namespace) -> None:
+    """`ssmbench bench`: progress on stderr, then the tables (or the rows as JSON) on stdout."""
+    import json
+
+    from ssmbench.experiment.bench import bench, growth, study_ratios
+    from ssmbench.models import names
+    from ssmbench.report.bench import format_bench
+
+    def progress(row: dict) -> None:
+        cost = f"train {row['train_ms']:.2f} ms" if row["status"] == "done" else row["error"]
+        print(f"{row['model']} at {row['seq_len']}: {row['status']}, {cost}", file=sys.stderr)
+
+    rows = bench(
+        args.models or names(),
+        args.lengths,
+        n_tokens=args.n_tokens,
+        batch_size=args.batch_size,
+        device=args.device,
+        repeats=args.repeats,
+        on_row=progress,
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_bench(rows, study_ratios(rows), growth(rows)))
 
 
 def _models() -> None:
@@ -198,8 +283,6 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("report", "export"):
             store = _store_at(args.out)
         elif args.command == "bench":
-            from ssmbench.experiment.bench import validate_bench_args
-
             validate_bench_args(args)
     except (ConfigError, ValueError) as e:
         print(f"ssmbench: error: {e}", file=sys.stderr)
@@ -209,31 +292,30 @@ def main(argv: list[str] | None = None) -> int:
         _models()
     elif args.command == "tasks":
         _tasks()
+    elif args.command == "presets":
+        _presets()
+    elif args.command == "run" and args.dry_run:
+        from ssmbench.experiment.estimate import estimate, format_estimate
+
+        sys.stdout.write(format_estimate(config, estimate(config)))
     elif args.command == "run":
         from ssmbench.experiment.sweep import run_sweep
 
         try:
-            report = run_sweep(config, out, force=args.force)
+            run_sweep(config, out, force=args.force)
         except KeyboardInterrupt:
             print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
             return 130
-        print(f"report: {report}")
+        print(f"report: {_write_report(_store_at(out))}")
     elif args.command == "report":
-        from ssmbench.experiment.sweep import report_meta
-        from ssmbench.report import write_report
-
-        with store:
-            path = write_report(store.rows(), store.curves(), report_meta(store), args.out)
-        print(f"report: {path}")
+        print(f"report: {_write_report(store)}")
     elif args.command == "export":
         from ssmbench.report import export
 
         with store:
-            sys.stdout.write(export(store.rows(), args.format))
+            sys.stdout.write(export(store.rows(), args.format, store.costs(), summary=args.summary))
     elif args.command == "bench":
         import torch
-
-        from ssmbench.experiment.bench import run_bench_command
 
         if args.threads is not None:
             torch.set_num_threads(args.threads)

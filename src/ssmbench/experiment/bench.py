@@ -1,12 +1,10 @@
-"""The `bench` table: every model's cost at every length, measured side by side in one process,
-and the ratios the study's claims rest on, next to the study's own figures and our targets."""
+"""The `bench` rows: every model's cost at every length, measured side by side in one process,
+and the ratios the study's claims rest on, next to the study's own figures and our targets.
+(Their Markdown is `ssmbench.report.bench`; the command's glue is in `ssmbench.cli`.)"""
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import sys
 from collections.abc import Callable
 
 import torch
@@ -78,7 +76,7 @@ METRIC_NAMES = {"train_ms": "train time", "peak_mem_mib": "peak memory"}
 GROWTH_TARGET = {(256, 784): 3.5}  # train time at the long length / at the short, <= target
 
 
-def _checked_tasks(
+def checked_tasks(
     models: list[str],
     lengths: list[int],
     n_tokens: int,
@@ -120,7 +118,7 @@ def bench(
     """One row per (model, length), lengths outermost so that the models compared at one length
     are measured one after another. A model that fails (e.g. out of memory) gives a row with
     status 'oom' or 'failed' and the error text; the others have status 'done'."""
-    tasks = _checked_tasks(models, lengths, n_tokens, vocab_size, batch_size, warmup, repeats)
+    tasks = checked_tasks(models, lengths, n_tokens, vocab_size, batch_size, warmup, repeats)
     torch_device = resolve_device(device)
     env = environment(torch_device)
     rows = []
@@ -239,125 +237,3 @@ def growth(rows: list[dict]) -> list[dict]:
             }
         )
     return found
-
-
-def _cell(value: object, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return " ".join(str(value).split()).replace("|", "\\|")  # one line, no stray column
-
-
-def _with_error(row: dict) -> dict:
-    """The row with its error's start appended to its status."""
-    return (
-        row if row["error"] is None else {**row, "status": f"{row['status']}: {row['error'][:80]}"}
-    )
-
-
-def _limit(target: float | None) -> str | None:
-    return None if target is None else f"<= {target:g}"
-
-
-def _table(header: list[str], lines: list[list[object]]) -> str:
-    cells = [[_cell(value) for value in line] for line in lines]
-    return "\n".join(
-        "| " + " | ".join(line) + " |" for line in [header, ["---"] * len(header), *cells]
-    )
-
-
-def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> str:
-    """Markdown: a line saying where it was measured, then the cost, ratio and growth tables."""
-    if not rows:
-        raise ValueError("format_bench needs at least one row")
-    devices = {row["device"] for row in rows}
-    if len(devices) > 1:
-        raise ValueError(
-            f"rows come from several devices ({', '.join(sorted(devices))}); "
-            "format each device's rows apart"
-        )
-    first = rows[0]
-    cuda = first["device"] == "cuda"
-    backends = sorted({row["scan_backend"] for row in rows if row["scan_backend"] is not None})
-    where = (
-        f"Measured on {first['device']} ({first['device_name']}), torch {first['torch_version']}, "
-        f"threads: {first['threads']}, "
-        f"scan backend: {', '.join(backends) or 'none (no S6 model)'}; "
-        f"ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
-        f"batch {first['batch_size']}, {first['n_tokens']} tokens, median and IQR of "
-        f"{first['repeats']} steps after {first['warmup']} warm-up steps."
-    )
-    cost_columns = {
-        "model": "model",
-        "seq_len": "seq_len",
-        "params": "params",
-        "train (ms)": "train_ms",
-        "train IQR (ms)": "train_ms_iqr",
-        "infer (ms)": "infer_ms",
-        "infer IQR (ms)": "infer_ms_iqr",
-        ("peak mem (MiB, allocated)" if cuda else "peak mem (MiB, RSS above baseline)"): (
-            "peak_mem_mib"
-        ),
-        **({"reserved (MiB)": "reserved_mem_mib"} if cuda else {}),
-        ("util (%, GPU NVML)" if cuda else "util (%, CPU process)"): "util_pct",
-        "status": "status",
-    }
-    costs = [[_with_error(row)[key] for key in cost_columns.values()] for row in rows]
-    ratio_lines = [
-        [r["seq_len"], f"{DISPLAY[r['numerator']]} / {DISPLAY[r['denominator']]}",
-         METRIC_NAMES[r["metric"]], r["ratio"], r["study"], _limit(r["target"]), r["meets_target"]]
-        for r in ratios
-    ]  # fmt: skip
-    growth_lines = [
-        [g["model"], f"{g['long_len']} / {g['short_len']}", g["train_ms_short"],
-         g["train_ms_long"], g["growth"], g["study"], _limit(g["target"]), g["meets_target"]]
-        for g in growth
-    ]  # fmt: skip
-    ours = f"ours ({first['device']})"
-    ratio_header = ["seq_len", "ratio", "metric", ours, "study", "target", "meets"]
-    growth_header = ["model", "lengths", "train short (ms)", "train long (ms)", ours, "study",
-                     "target", "meets"]  # fmt: skip
-    return "\n\n".join(
-        [
-            where,
-            _table(list(cost_columns), costs),
-            "Ratios (study: RTX A4000 GPU, its published Results tables; memory there is GPU MB):",
-            _table(ratio_header, ratio_lines) if ratio_lines else "(no pair measured)",
-            "Growth of the training-step time with length:",
-            _table(growth_header, growth_lines) if growth_lines else "(no model at two lengths)",
-        ]
-    )
-
-
-def validate_bench_args(args: argparse.Namespace) -> None:
-    """Check `ssmbench bench`'s arguments before anything is built (ValueError says the fix)."""
-    _checked_tasks(args.models or names(), args.lengths, args.n_tokens, 16, args.batch_size, 0,
-                   args.repeats)  # fmt: skip
-    resolve_device(args.device)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-
-
-def run_bench_command(args: argparse.Namespace) -> None:
-    """`ssmbench bench`: progress on stderr, then the tables (or the rows as JSON) on stdout."""
-
-    def progress(row: dict) -> None:
-        cost = f"train {row['train_ms']:.2f} ms" if row["status"] == "done" else row["error"]
-        print(f"{row['model']} at {row['seq_len']}: {row['status']}, {cost}", file=sys.stderr)
-
-    rows = bench(
-        args.models or names(),
-        args.lengths,
-        n_tokens=args.n_tokens,
-        batch_size=args.batch_size,
-        device=args.device,
-        repeats=args.repeats,
-        on_row=progress,
-    )
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(format_bench(rows, study_ratios(rows), growth(rows)))

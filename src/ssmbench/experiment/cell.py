@@ -1,21 +1,24 @@
-"""One cell, end to end, in whatever process runs it: train, measure, describe the environment.
+"""One job, in whatever process runs it: train a cell (`run_cell`) or measure the cost of its
+model and input shape (`measure_cell`), and describe the environment.
 
-`run_cell` never raises for a failure of the cell itself: it returns the outcome as a status
+Neither raises for a failure of the job itself: it returns the outcome as a status
 (done / diverged / oom / failed) with the error text, so one bad cell cannot stop a sweep.
 """
 
 from __future__ import annotations
 
+import os
+import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.measure import environment, measure, resolve_device
 from ssmbench.experiment.results import CellResult, Status
-from ssmbench.experiment.train import Diverged, Progress, train
+from ssmbench.experiment.train import Diverged, Progress, build_model, train
 from ssmbench.layers.s6 import S6
 from ssmbench.ops.scan import resolve_backend, set_default_backend
 
@@ -34,54 +37,105 @@ def by_length_metrics(by_length: dict[int, dict[str, Any]]) -> dict[str, dict[in
     }
 
 
+def _prepare(cell: CellConfig) -> torch.device:
+    """Threads and scan backend as the cell asks, in this process; the device it runs on."""
+    if cell.threads is not None:
+        torch.set_num_threads(cell.threads)
+    set_default_backend(cell.scan)
+    return resolve_device(cell.device)
+
+
+def _describe(model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    uses_scan = any(isinstance(m, S6) for m in model.modules())
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        **environment(device),
+        "scan_backend": resolve_backend(device) if uses_scan else None,
+    }
+
+
+def _failure(error: BaseException, curve: list[dict[str, float]]) -> CellResult:
+    """A failed cell's outcome: diverged, out of memory, or failed with the end of its traceback."""
+    if isinstance(error, Diverged):
+        return CellResult(Status.DIVERGED, error=str(error), curve=curve)
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        message = str(error).splitlines()[0] if str(error) else "CUDA out of memory"
+        return CellResult(Status.OOM, error=message, curve=curve)
+    detail = traceback.format_exc(limit=-3)
+    message = f"{type(error).__name__}: {error}\n{detail}"
+    return CellResult(Status.FAILED, error=message, curve=curve)
+
+
 def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = None) -> CellResult:
-    """The outcome of one cell; resumes from its checkpoint."""
+    """Train one cell (resuming from its checkpoint) and score it; its cost is measured apart."""
     checkpoint = checkpoint_path(out_dir, cell.id)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     curve: list[dict[str, float]] = []
+    started_at = time.time()
     try:
-        if cell.threads is not None:
-            torch.set_num_threads(cell.threads)
-        set_default_backend(cell.scan)
-        device = resolve_device(cell.device)
+        device = _prepare(cell)
         model, outcome = train(cell, device, checkpoint, on_progress)
         curve = outcome.curve
         metrics: dict[str, Any] = {
             "accuracy": outcome.accuracy,
             "exact_match": outcome.exact_match,
+            "val_accuracy": outcome.best_val_accuracy,
             "steps": outcome.steps,
             "best_step": outcome.best_step,
-            "best_val_accuracy": outcome.best_val_accuracy,
             "train_s": outcome.train_s,
             "stop_reason": outcome.stop_reason,
-            "params": sum(p.numel() for p in model.parameters()),
+            **_describe(model, device),
             "task_key": cell.task.key,
             **by_length_metrics(outcome.by_length),
+            "started_at": started_at,
+            "ended_at": time.time(),
         }
-        if cell.measure.enabled:
-            task = cell.task.build(cell.seq_len)
-            inputs, labels = task.sample(
-                cell.train.batch_size, torch.Generator().manual_seed(0), train=True
-            )
-            metrics |= measure(
-                model,
-                inputs,
-                labels,
-                device,
-                warmup=cell.measure.warmup,
-                repeats=cell.measure.repeats,
-                lr=cell.train.lr,
-            )
-        uses_scan = any(isinstance(m, S6) for m in model.modules())
-        metrics |= environment(device)
-        metrics["scan_backend"] = resolve_backend(device) if uses_scan else None
         checkpoint.unlink(missing_ok=True)
         return CellResult(Status.DONE, metrics, curve=curve)
-    except Diverged as e:
-        return CellResult(Status.DIVERGED, error=str(e), curve=curve)
-    except torch.cuda.OutOfMemoryError as e:
-        message = str(e).splitlines()[0] if str(e) else "CUDA out of memory"
-        return CellResult(Status.OOM, error=message, curve=curve)
     except Exception as e:  # noqa: BLE001 - any failure of the cell is recorded, not raised
-        detail = traceback.format_exc(limit=-3)
-        return CellResult(Status.FAILED, error=f"{type(e).__name__}: {e}\n{detail}", curve=curve)
+        return _failure(e, curve)
+
+
+def measure_cell(cell: CellConfig) -> CellResult:
+    """The cost of the cell's model on its input shape, with the conditions it was taken under.
+
+    A freshly initialized model (seed `cell.seed`) on one batch of `cell.train.batch_size`
+    sequences; the training step is the cell's own (optimizer, weight decay, clipping, warm-up).
+    """
+    started_at = time.time()
+    try:
+        device = _prepare(cell)
+        load_avg = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+        torch.manual_seed(cell.seed)
+        task = cell.task.build(cell.seq_len)
+        model = build_model(cell, task).to(device)
+        inputs, labels = task.sample(
+            cell.train.batch_size, torch.Generator().manual_seed(0), train=True
+        )
+        hp, spec = cell.train, cell.measure
+        metrics = measure(model, inputs, labels, device, spec.warmup, spec.repeats, hp)
+        conditions = {
+            "batch_size": hp.batch_size,
+            "load_avg_1min": load_avg,
+            "measured_lr": hp.lr,
+            "measured_weight_decay": hp.weight_decay,
+            "measured_from": started_at,
+            "measured_to": time.time(),
+        }
+        return CellResult(Status.DONE, metrics | _describe(model, device) | conditions)
+    except Exception as e:  # noqa: BLE001 - a failed measurement is recorded, not raised
+        return _failure(e, [])
+
+
+Kind = Literal["train", "cost"]
+
+
+def job_id(kind: Kind, cell: CellConfig) -> str:
+    """A training job is known by its cell's id, a cost measurement by the cell's cost_id."""
+    return cell.id if kind == "train" else cell.cost_id
+
+
+def run_job(
+    kind: Kind, cell: CellConfig, out_dir: Path, on_progress: Progress | None = None
+) -> CellResult:
+    return run_cell(cell, out_dir, on_progress) if kind == "train" else measure_cell(cell)

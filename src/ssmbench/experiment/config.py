@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.resources
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -91,7 +92,7 @@ class _Cell(_Strict):
 
 
 class CellConfig(_Cell):
-    """One model trained on one task length with one seed."""
+    """One model trained on one task setting and length, at one lr and weight decay, one seed."""
 
     model: str
     seq_len: PositiveInt
@@ -99,15 +100,32 @@ class CellConfig(_Cell):
 
     @property
     def id(self) -> str:
-        return f"{self.model}/{self.task.key}/L{self.seq_len}/s{self.seed}"
+        hp = self.train
+        return (
+            f"{self.model}/{self.task.key}/L{self.seq_len}/lr{hp.lr:g}/wd{hp.weight_decay:g}"
+            f"/s{self.seed}"
+        )
+
+    @property
+    def cost_id(self) -> str:
+        """What its cost depends on: model and input shape (lr, weight decay and seed don't)."""
+        return f"{self.model}/{self.task.key}/L{self.seq_len}"
 
 
 class SweepConfig(_Cell):
-    """The whole experiment: every model × length × seed, plus how to execute it."""
+    """The whole experiment: every model × length × lr × weight decay × seed, and how to run it.
+
+    `lrs` and `weight_decays` default to the single `train.lr` and `train.weight_decay`.
+    """
 
     preset: str = "custom"
+    description: str = ""  # one line, shown by `ssmbench presets`
+    estimate: str = ""  # what a run costs, in words, shown by `ssmbench presets`
     models: list[str] = Field(min_length=1)
+    tasks: list[TaskConfig] | None = Field(None, min_length=1)  # settings; default [task]
     lengths: list[Annotated[int, Field(strict=True, gt=0)]] = Field(min_length=1)
+    lrs: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
+    weight_decays: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=1)
     seeds: list[Annotated[int, Field(strict=True)]] = Field([0], min_length=1)
     executor: Literal["local", "ray"] = "local"
     workers: PositiveInt = 1
@@ -136,19 +154,45 @@ class SweepConfig(_Cell):
 
     @model_validator(mode="after")
     def _task_fits_every_length(self) -> SweepConfig:
-        for length in sorted({*self.lengths, *self.eval_lengths}):
-            try:
-                self.task.build(length)
-            except ValueError as e:
-                raise ValueError(f"length {length} does not fit the task: {e}") from None
+        for task in self.settings():
+            for length in sorted({*self.lengths, *self.eval_lengths}):
+                try:
+                    task.build(length)
+                except ValueError as e:
+                    raise ValueError(f"length {length} does not fit the task: {e}") from None
         return self
+
+    def settings(self) -> list[TaskConfig]:
+        """The task settings swept."""
+        return list(self.tasks or [self.task])
+
+    def grid(self) -> tuple[list[float], list[float]]:
+        """The learning rates and weight decays swept."""
+        return (
+            self.lrs or [self.train.lr],
+            self.weight_decays if self.weight_decays is not None else [self.train.weight_decay],
+        )
 
     def cells(self) -> list[CellConfig]:
         shared = self.model_dump(include=set(_Cell.model_fields))
+        lrs, wds = self.grid()
+        tasks = [t.model_dump() for t in self.tasks or [self.task]]
         return [
-            CellConfig(model=m, seq_len=L, seed=s, **shared)
+            CellConfig(
+                model=m,
+                seq_len=L,
+                seed=s,
+                **{
+                    **shared,
+                    "task": task,
+                    "train": {**shared["train"], "lr": lr, "weight_decay": wd},
+                },
+            )
             for m in self.models
+            for task in tasks
             for L in self.lengths
+            for lr in lrs
+            for wd in wds
             for s in self.seeds
         ]
 
@@ -157,78 +201,19 @@ class SweepConfig(_Cell):
         return json.dumps(self.model_dump(include=set(_Cell.model_fields)), sort_keys=True)
 
 
-ALL_MODELS = model_names()
+PRESET_DIR = importlib.resources.files("ssmbench") / "presets"
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The study's settings (see shared/study/results.md): a GPU job.
-    "paper": {
-        "models": ALL_MODELS,
-        "lengths": [256, 512, 784],
-        "task": {"n_tokens": 16, "vocab_size": 16},
-        "train": {"max_steps": 200_000, "batch_size": 64, "lr": 1e-4, "patience": 5_000},
-    },
-    # The default: every model on the CPU in minutes, at one equal step budget per model.
-    "quick": {
-        "models": ALL_MODELS,
-        "lengths": [32, 64],
-        "task": {"n_tokens": 4, "vocab_size": 16},
-        "arch": {"d_model": 64, "n_layers": 2, "d_state": 16},
-        "train": {
-            "max_steps": 1_000,
-            "batch_size": 32,
-            "lr": 3e-3,
-            "warmup_steps": 100,
-            "grad_clip": 1.0,
-            "eval_every": 100,
-            "patience": None,
-            "checkpoint_every": 250,
-            "val_size": 512,
-            "test_size": 1_024,
-        },
-        "device": "cpu",
-    },
-    # The Mamba paper's Table 11 shape on the CPU: induction heads trained at L=64, tested at
-    # 64 .. 16384 (the paper trains at 256: see induction-gpu). Stops when validation hits 100%.
-    "induction-cpu": {
-        "models": ["mamba-s6", "transformer"],
-        "lengths": [64],
-        "eval_lengths": [64, 256, 1_024, 4_096, 16_384],
-        "task": {"name": "induction-heads", "vocab_size": 16},
-        "arch": {"d_model": 64, "n_layers": 2, "d_state": 16},
-        "train": {
-            "max_steps": 2_000,
-            "batch_size": 32,
-            "lr": 1e-3,
-            "grad_clip": 1.0,
-            "eval_every": 100,
-            "patience": None,
-            "target_accuracy": 1.0,
-            "checkpoint_every": 250,
-            "val_size": 512,
-            "test_size": 512,
-            "length_test_size": 128,
-        },
-        "device": "cpu",
-    },
-    # About a minute: for tests and a first look.
-    "smoke": {
-        "models": ["mamba-s6", "s4d-real", "lstm"],
-        "lengths": [16, 24],
-        "task": {"n_tokens": 2, "vocab_size": 8},
-        "arch": {"d_model": 16, "n_layers": 1, "d_state": 4},
-        "train": {
-            "max_steps": 40,
-            "batch_size": 8,
-            "lr": 3e-3,
-            "eval_every": 10,
-            "patience": None,
-            "checkpoint_every": 20,
-            "val_size": 64,
-            "test_size": 64,
-        },
-        "device": "cpu",
-    },
-}
+
+def _read_presets() -> dict[str, dict[str, Any]]:
+    """Every preset shipped in the package: presets/NAME.yaml -> its mapping."""
+    found = {}
+    for entry in sorted(PRESET_DIR.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            found[entry.name.removesuffix(".yaml")] = yaml.safe_load(entry.read_text())
+    return found
+
+
+PRESETS: dict[str, dict[str, Any]] = _read_presets()
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -239,38 +224,6 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """`_merge`, except that naming another task replaces the task section instead of merging
-    into it (the preset's parameters belong to its own task)."""
-    task = update.get("task")
-    old_name = base.get("task", {}).get("name", DEFAULT_TASK)
-    if isinstance(task, dict) and task.get("name", old_name) != old_name:
-        base = {key: value for key, value in base.items() if key != "task"}
-    return _merge(base, update)
-
-
-# Table 11 as the paper ran it: trained at 256, tested up to 2^20 (a GPU job; lengths that do not
-# fit are recorded as oom).
-PRESETS["induction-gpu"] = _merge(
-    PRESETS["induction-cpu"],
-    {
-        "models": ["mamba-s6", "transformer", "s4d-real", "lstm"],
-        "lengths": [256],
-        "eval_lengths": [2**k for k in range(6, 21)],
-        "train": {
-            "max_steps": 50_000,
-            "eval_every": 500,
-            "patience": 5_000,
-            "checkpoint_every": 1_000,
-            "val_size": 1_024,
-            "test_size": 1_024,
-            "length_test_size": 256,
-        },
-        "device": "cuda",
-    },
-)
 
 
 def _one_line(error: ValidationError, source: str) -> str:
@@ -303,6 +256,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
             f"config file {path} must hold a mapping of keys, not {type(data).__name__}"
         )
     return data
+
+
+def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`_merge`, except that naming another task replaces the task section instead of merging
+    into it (the preset's parameters belong to its own task)."""
+    task = update.get("task")
+    old_name = (base.get("task") or {}).get("name", DEFAULT_TASK)
+    if isinstance(task, dict) and task.get("name", old_name) != old_name:
+        base = {key: value for key, value in base.items() if key != "task"}
+    return _merge(base, update)
 
 
 def load_config(

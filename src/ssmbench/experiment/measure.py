@@ -3,8 +3,10 @@
 Every model is measured by the same procedure, apart from training, on one batch drawn once by
 the caller (data generation is never timed):
 
-    train step = forward, the task loss (cross-entropy at the labelled positions), backward,
-                 Adam step (a fresh Adam on a deep copy, so the caller's model is untouched)
+    train step = forward, the task loss (cross-entropy where labels != -100), backward,
+                 gradient clipping and the optimizer step of the given TrainConfig (its
+                 optimizer, weight decay, clipping and warm-up schedule; a fresh optimizer on a
+                 deep copy, so the caller's model is untouched)
     infer step = forward under torch.inference_mode(), model in eval mode
 
 Each is run `warmup` times untimed, then `repeats` times, each timed alone with time.perf_counter
@@ -16,7 +18,10 @@ activations of the warm-up and timed training steps. One training step on a thro
 before it, so one-time set-up (kernel libraries loaded, thread pools, caches) is not counted.
     CUDA: torch.cuda.max_memory_allocated (and max_memory_reserved) after reset_peak_memory_stats
           just before the copy is made, nothing subtracted: every live tensor on the device
-          counts, as in the study's figure (the inputs, model, optimizer state and activations).
+          counts (the inputs, model, optimizer state and activations). Apart from it, the
+          largest device memory NVML reports for this process while the steps run
+          (nvml_process_mem_mib: CUDA context, allocator cache and libraries included); None
+          when nvidia-ml-py is missing or NVML cannot see the process.
     CPU:  the process's peak resident set size above its RSS just before the copy is made, after
           a garbage collection and glibc's malloc_trim (so earlier freed memory is handed back and
           must be touched again to be reused). The peak is the kernel's VmHWM, reset by writing
@@ -27,7 +32,8 @@ Utilization over the timed training steps:
     CUDA: the mean of NVML's GPU utilization sampled every 20 ms (each reading is the share of
           the driver's last 1/6 to 1 s during which a kernel ran, so the figure is only meaningful
           when the timed steps last well over a second); None when nvidia-ml-py is missing.
-    CPU:  process CPU time / (wall time * torch.get_num_threads()), in %.
+    CPU:  process CPU time / (wall time * torch.get_num_threads()), in %: 100 = every torch
+          thread busy for the whole time.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import copy
 import ctypes
 import gc
 import importlib.metadata
+import os
 import platform
 import re
 import socket
@@ -50,7 +57,8 @@ import psutil
 import torch
 from torch import Tensor, nn
 
-from ssmbench.tasks import loss as task_loss
+from ssmbench.experiment.config import TrainConfig
+from ssmbench.experiment.train import make_optimizer, train_step
 
 MiB = 2**20
 MEASURES = (
@@ -60,6 +68,7 @@ MEASURES = (
     "infer_ms_iqr",
     "peak_mem_mib",
     "reserved_mem_mib",
+    "nvml_process_mem_mib",
     "util_pct",
     "util_kind",
 )
@@ -192,6 +201,40 @@ class PeakMemory:
         self.peak_mib = (peak - self._baseline) / MiB
 
 
+def _nvml_process_bytes(device: torch.device) -> int | None:
+    """The device memory NVML counts for this process (context included), or None."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        processes = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    except Exception:  # nvidia-ml-py missing, or NVML can't read this device (e.g. MIG)
+        return None
+    used = [p.usedGpuMemory for p in processes if p.pid == os.getpid() and p.usedGpuMemory]
+    return max(used) if used else None
+
+
+class ProcessDeviceMemory:
+    """The largest NVML process device memory (MiB) seen during the block; None off CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mib: float | None = None
+        self._sampler: _Sampler | None = None
+
+    def __enter__(self) -> ProcessDeviceMemory:
+        if self.device.type == "cuda" and _nvml_process_bytes(self.device) is not None:
+            self._sampler = _Sampler(lambda: _nvml_process_bytes(self.device) or 0, 0.02).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+            self.peak_mib = max(self._sampler.samples) / MiB
+
+
 class Utilization:
     """Mean utilization in % over the `with` block and its kind (see the module docstring)."""
 
@@ -231,11 +274,12 @@ def measure(
     device: torch.device,
     warmup: int = 3,
     repeats: int = 20,
-    lr: float = 1e-4,
+    hp: TrainConfig | None = None,
 ) -> dict:
-    """Cost of one training step and one inference step of `model` on inputs (B, T) and labels
-    (B, T) (-100 where nothing is scored), where the model maps tokens (B, T) to logits
-    (B, T, V). Keys: MEASURES, each as the module docstring defines it."""
+    """Cost of one training step (as `hp` trains; TrainConfig() by default) and one inference
+    step of `model` on inputs (B, T) and labels (B, T), where the model maps tokens (B, T) to
+    logits (B, T, V). Keys: MEASURES, each as the module docstring defines it."""
+    hp = hp or TrainConfig()
     check_counts(warmup, repeats)
     inputs, labels = inputs.to(device), labels.to(device)
 
@@ -245,23 +289,21 @@ def measure(
 
     def trainer() -> tuple[nn.Module, Callable[[], None]]:
         trainee = copy.deepcopy(model).to(device).train()
-        optimizer = torch.optim.Adam(trainee.parameters(), lr=lr)
+        optimizer = make_optimizer(trainee, hp)
+        steps = iter(range(1 << 62))
 
-        def train_step() -> None:
-            loss = task_loss(trainee(inputs), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        def step() -> None:
+            train_step(trainee, optimizer, inputs, labels, hp, next(steps))
 
-        return trainee, train_step
+        return trainee, step
 
     trainer()[1]()  # priming: one-time library and cache set-up stays out of the peak
-    with PeakMemory(device) as memory:
-        trainee, train_step = trainer()
+    with PeakMemory(device) as memory, ProcessDeviceMemory(device) as device_memory:
+        trainee, timed_step = trainer()
         for _ in range(warmup):
-            train_step()
+            timed_step()
         with Utilization(device) as utilization:
-            train_samples = time_steps(train_step, repeats, sync)
+            train_samples = time_steps(timed_step, repeats, sync)
 
     trainee.eval()
 
@@ -281,6 +323,7 @@ def measure(
         "infer_ms_iqr": infer_iqr,
         "peak_mem_mib": memory.peak_mib,
         "reserved_mem_mib": memory.reserved_mib,
+        "nvml_process_mem_mib": device_memory.peak_mib,
         "util_pct": utilization.pct,
         "util_kind": utilization.kind,
     }

@@ -1,7 +1,9 @@
 """The results store: one SQLite file per output folder, written by the sweep's driver alone.
 
 Tables: `meta` (key -> JSON value: the sweep's fingerprint, preset, creation time), `cells` (one
-row per cell: config, status, metrics, error) and `curves` (one row per evaluation of a cell).
+row per training cell: config, status, metrics, error), `curves` (one row per evaluation of a
+cell) and `costs` (one row per model × input shape: time, memory, utilization and the conditions
+they were measured under; they depend on neither lr, weight decay nor seed).
 A cell's final status, metrics and learning curve land in one transaction, so a driver killed at
 any instant leaves each cell either finished once or not at all.
 """
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.results import CellResult, Status
 
 _STATUS_WORDS = ", ".join(f"'{s.value}'" for s in Status)
@@ -22,8 +25,8 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cells (
     id TEXT PRIMARY KEY,
-    model TEXT NOT NULL, seq_len INTEGER NOT NULL, n_tokens INTEGER,
-    seed INTEGER NOT NULL,
+    model TEXT NOT NULL, task TEXT NOT NULL, seq_len INTEGER NOT NULL,
+    n_tokens INTEGER, lr REAL NOT NULL, weight_decay REAL NOT NULL, seed INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN ({_STATUS_WORDS})),
     config TEXT NOT NULL, metrics TEXT, error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL
@@ -33,20 +36,52 @@ CREATE TABLE IF NOT EXISTS curves (
     train_loss REAL, val_accuracy REAL, elapsed_s REAL,
     PRIMARY KEY (cell_id, step)
 );
+CREATE TABLE IF NOT EXISTS costs (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL, task TEXT NOT NULL, seq_len INTEGER NOT NULL, n_tokens INTEGER,
+    status TEXT NOT NULL CHECK (status IN ({_STATUS_WORDS})),
+    config TEXT NOT NULL, metrics TEXT, error TEXT, updated_at REAL NOT NULL
+);
 """
+IDENTITY = ("id", "model", "task", "seq_len", "n_tokens", "lr", "weight_decay", "seed")
 
 FILENAME = "results.sqlite"
+SCHEMA_VERSION = 3  # 2: task, lr and weight decay per cell; costs measured apart; 3: any task
+# (n_tokens null for tasks without it)
+
+
+def _identity(cell: CellConfig) -> tuple[str, str, str, int, int | None]:
+    """id, model, task key, seq_len and n_tokens (None for a task without it)."""
+    return (cell.id, cell.model, cell.task.key, cell.seq_len, cell.task.params.get("n_tokens"))
 
 
 class Store:
+    """A results store. A store written by an older layout is `outdated`: readable only after
+    `clear()`, which rebuilds it (the sweep's --force)."""
+
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
         if readonly:  # touches nothing on disk: for checks made before a run may write
             self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         else:
             self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.executescript(SCHEMA)
+            if not self._has_cells():
+                self._create()
         self.db.row_factory = sqlite3.Row
+
+    def _has_cells(self) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'"
+        return self.db.execute(query).fetchone() is not None
+
+    def _create(self) -> None:
+        self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def outdated(self) -> bool:
+        """True when the file was written by an ssmbench with another layout."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        return self._has_cells() and version != SCHEMA_VERSION
 
     def close(self) -> None:
         self.db.close()
@@ -69,34 +104,34 @@ class Store:
             )
 
     def clear(self) -> None:
+        """Drop everything and start over in the current layout."""
         with self.db:
-            for table in ("curves", "cells", "meta"):
-                self.db.execute(f"DELETE FROM {table}")
+            for table in ("curves", "cells", "costs", "meta"):
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+        self._create()
 
     def status(self, cell_id: str) -> Status | None:
         row = self.db.execute("SELECT status FROM cells WHERE id = ?", (cell_id,)).fetchone()
         return None if row is None else Status(row["status"])
 
-    def mark_running(self, cell_id: str, config: dict[str, Any]) -> None:
+    def mark_running(self, cell: CellConfig) -> None:
         """Record a cell as started (or restarted: attempts counts the starts)."""
-        task = config["task"]
         with self.db:
             self.db.execute(
-                """INSERT INTO cells (id, model, seq_len, n_tokens, seed, status, config,
-                                      attempts, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+                """INSERT INTO cells (id, model, task, seq_len, n_tokens, lr, weight_decay, seed,
+                                      status, config, attempts, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
                    ON CONFLICT(id) DO UPDATE SET status = excluded.status,
                        config = excluded.config,
                        metrics = NULL, error = NULL, attempts = attempts + 1,
                        updated_at = excluded.updated_at""",
                 (
-                    cell_id,
-                    config["model"],
-                    config["seq_len"],
-                    task.get("n_tokens"),
-                    config["seed"],
+                    *_identity(cell),
+                    cell.train.lr,
+                    cell.train.weight_decay,
+                    cell.seed,
                     Status.RUNNING.value,
-                    json.dumps(config),
+                    cell.model_dump_json(),
                     time.time(),
                 ),
             )
@@ -126,21 +161,38 @@ class Store:
 
     def rows(self) -> list[dict[str, Any]]:
         """Every cell as one flat dict: identity, status, error, config and metrics."""
+        return self._flat("cells", (*IDENTITY, "status", "error", "attempts"))
+
+    def cost_status(self, cost_id: str) -> Status | None:
+        row = self.db.execute("SELECT status FROM costs WHERE id = ?", (cost_id,)).fetchone()
+        return None if row is None else Status(row["status"])
+
+    def finish_cost(self, cell: CellConfig, result: CellResult) -> None:
+        """The cost of `cell`'s model and input shape, measured once (a rerun replaces it)."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO costs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cell.cost_id,
+                    *_identity(cell)[1:],
+                    Status(result.status).value,
+                    cell.model_dump_json(),
+                    json.dumps(result.metrics) if result.metrics else None,
+                    result.error,
+                    time.time(),
+                ),
+            )
+
+    def costs(self) -> list[dict[str, Any]]:
+        """Every cost measurement as one flat dict: identity, status, error, config, metrics."""
+        return self._flat(
+            "costs", ("id", "model", "task", "seq_len", "n_tokens", "status", "error")
+        )
+
+    def _flat(self, table: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
         rows = []
-        for r in self.db.execute("SELECT * FROM cells ORDER BY rowid"):
-            row = {
-                k: r[k]
-                for k in (
-                    "id",
-                    "model",
-                    "seq_len",
-                    "n_tokens",
-                    "seed",
-                    "status",
-                    "error",
-                    "attempts",
-                )
-            }
+        for r in self.db.execute(f"SELECT * FROM {table} ORDER BY rowid"):
+            row = {k: r[k] for k in columns}
             row["config"] = json.loads(r["config"])
             row.update(json.loads(r["metrics"]) if r["metrics"] else {})
             rows.append(row)

@@ -1,4 +1,5 @@
-"""A sweep: every cell of a config, run by an executor, recorded in the store, then reported.
+"""A sweep: every cell of a config, run by an executor and recorded in the store; then the cost
+of every (model, input shape), measured once, alone.
 
 Rerunning the same command into the same folder runs only the cells that have not finished
 (done, diverged and oom are outcomes; failed and running ones are retried, resuming from their
@@ -13,12 +14,11 @@ import time
 from pathlib import Path
 
 from ssmbench.experiment.cell import CHECKPOINTS
-from ssmbench.experiment.config import ConfigError, SweepConfig
+from ssmbench.experiment.config import CellConfig, ConfigError, SweepConfig
 from ssmbench.experiment.executors import Executor
 from ssmbench.experiment.progress import SweepDisplay
-from ssmbench.experiment.results import FINISHED
+from ssmbench.experiment.results import FINISHED, CellResult
 from ssmbench.experiment.store import FILENAME, Store
-from ssmbench.report import write_report
 
 
 def check_writable(out: Path) -> None:
@@ -47,11 +47,16 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
         return
     try:
         with Store(path, readonly=True) as store:
-            previous = store.get_meta("fingerprint")
+            previous, outdated = store.get_meta("fingerprint"), store.outdated
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
         raise ConfigError(
             f"{path} is not a readable ssmbench store ({e}); choose another --out"
         ) from None
+    if outdated:
+        raise ConfigError(
+            f"{out} holds results of an older ssmbench; use another --out, "
+            "or --force to discard them"
+        )
     if previous is not None and previous != config.fingerprint():
         raise ConfigError(
             f"{out} holds results of a different config; use another --out, "
@@ -71,39 +76,69 @@ def open_store(config: SweepConfig, out: Path, force: bool) -> Store:
     return store
 
 
-def make_executor(config: SweepConfig) -> Executor:
+def make_executor(config: SweepConfig, alone: bool = False) -> Executor:
+    """The config's executor; `alone`: one job at a time (for measuring costs)."""
     if config.executor == "ray":
         from ssmbench.experiment.executors.ray_cluster import RayExecutor
 
         return RayExecutor(
-            config.ray_address, config.ray_num_cpus, config.ray_num_gpus, config.retries
+            config.ray_address,
+            config.ray_num_cpus,
+            config.ray_num_gpus,
+            config.retries,
+            max_in_flight=1 if alone else None,
         )
     from ssmbench.experiment.executors.local import LocalExecutor
 
-    return LocalExecutor(config.workers)
+    return LocalExecutor(1 if alone else config.workers)
+
+
+def cost_cells(config: SweepConfig) -> list[CellConfig]:
+    """One cell per (model, task setting, length): the first of its lr × wd × seed grid."""
+    found: dict[str, CellConfig] = {}
+    for cell in config.cells():
+        found.setdefault(cell.cost_id, cell)
+    return list(found.values())
 
 
 def run_sweep(
     config: SweepConfig, out: Path, force: bool = False, executor: Executor | None = None
-) -> Path:
-    """Run every unfinished cell, record it, and write the report; returns the report's path."""
+) -> None:
+    """Train every unfinished cell (in parallel as the executor allows), then measure each
+    unmeasured (model, input shape) once, one at a time, with no training job alive.
+
+    Both phases record into the store as results arrive; the report is the caller's business.
+    """
     out = Path(out).resolve()  # workers may run elsewhere: Ray's start in their own folder
     with open_store(config, out, force) as store:
         todo = [c for c in config.cells() if store.status(c.id) not in FINISHED]
-        configs = {c.id: c.model_dump() for c in todo}
-        with SweepDisplay(total=len(todo)) as display:
+        by_id = {c.id: c for c in todo}
+        costs = [c for c in cost_cells(config) if store.cost_status(c.cost_id) not in FINISHED]
+        costs = costs if config.measure.enabled else []
+        by_cost_id = {c.cost_id: c for c in costs}
+        with SweepDisplay(total=len(todo) + len(costs)) as display:
 
             def emit(kind: str, cell_id: str, payload: object) -> None:
                 if kind == "start":
-                    store.mark_running(cell_id, configs[cell_id])
+                    store.mark_running(by_id[cell_id])
                 elif kind == "result":
                     if store.status(cell_id) is None:  # its worker died before saying "start"
-                        store.mark_running(cell_id, configs[cell_id])
+                        store.mark_running(by_id[cell_id])
                     store.finish(cell_id, payload)  # type: ignore[arg-type]
                 display.event(kind, cell_id, payload)
 
+            def emit_cost(kind: str, cost_id: str, payload: object) -> None:
+                if kind == "result":
+                    result: CellResult = payload  # type: ignore[assignment]
+                    if result.metrics is not None:  # what the driver alone knows
+                        result.metrics["alone"] = True  # no other job of this sweep alive
+                    store.finish_cost(by_cost_id[cost_id], result)
+                display.event(kind, f"cost {cost_id}", payload)
+
             (executor or make_executor(config)).run(todo, out, emit)
-        return write_report(store.rows(), store.curves(), report_meta(store), out)
+            # Every training worker has been joined: the measurements have the sweep's machine.
+            if costs:
+                make_executor(config, alone=True).run(costs, out, emit_cost, kind="cost")
 
 
 def report_meta(store: Store) -> dict[str, object]:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssmbench.experiment.config import CellConfig
+from ssmbench.experiment.config import CellConfig, TrainConfig
 from ssmbench.models import build
 from ssmbench.models.autoencoder import with_readout
 from ssmbench.tasks import Score, Task, loss, score
@@ -136,8 +136,7 @@ class Checkpoint:
         return cls(**state)
 
 
-def make_optimizer(model: nn.Module, cell: CellConfig) -> torch.optim.Optimizer:
-    hp = cell.train
+def make_optimizer(model: nn.Module, hp: TrainConfig) -> torch.optim.Optimizer:
     opt_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
     return opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
@@ -147,11 +146,11 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
-    cell: CellConfig,
+    hp: TrainConfig,
     step: int,
 ) -> float:
-    """One update on batch (x (B, T), labels y (B, T)); linear warmup lr_k = lr·min(1, k/warmup)."""
-    hp = cell.train
+    """One update on batch (x (B, T), labels y (B, T)) with linear warmup lr_k = lr·min(1, k/warmup)
+    and gradient clipping, as `hp` says (the trainer's step, and the step `measure` times)."""
     for group in optimizer.param_groups:
         group["lr"] = hp.lr * min(1.0, (step + 1) / max(hp.warmup_steps, 1))
     value = loss(model(x), y)
@@ -262,7 +261,7 @@ def new_state(
     return TrainState(
         cell=cell,
         model=model,
-        optimizer=make_optimizer(model, cell),
+        optimizer=make_optimizer(model, cell.train),
         data=TrainingStream(task, cell.seed, cell.train.batch_size, exclude),
         stopper=EarlyStopping(cell.train.patience, cell.train.target_accuracy),
         best_state=copy.deepcopy(model.state_dict()),
@@ -328,7 +327,7 @@ def run_loop(
         while reason is None and state.step < hp.max_steps:
             x, y = state.data.next()
             train_loss = train_step(
-                state.model, state.optimizer, x.to(device), y.to(device), state.cell, state.step
+                state.model, state.optimizer, x.to(device), y.to(device), hp, state.step
             )
             state.step += 1
             if state.step % hp.eval_every == 0 or state.step == hp.max_steps:

@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 
 from ssmbench.report.export import export
+from ssmbench.report.markdown import report_markdown
 from ssmbench.report.plots import figures
-from ssmbench.report.tables import report_markdown
 
 __all__ = ["export", "write_report"]
 
@@ -29,13 +29,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_report(
-    rows: list[dict], curves: dict[str, list[dict]], meta: dict, out_dir: Path
+    rows: list[dict],
+    curves: dict[str, list[dict]],
+    meta: dict,
+    out_dir: Path,
+    costs: list[dict] | None = None,
 ) -> Path:
-    """Write out_dir/img/*.png, then out_dir/report.md that links them; return the report's path."""
+    """Write out_dir/img/*.png, then out_dir/report.md that links them; return the report's path.
+    `rows` are the training cells, `costs` the cost measurements (one per model × shape)."""
     out_dir = Path(out_dir)
     (out_dir / "img").mkdir(parents=True, exist_ok=True)
-    for name, png in figures(rows, curves).items():
+    for name, png in figures(rows, curves, costs).items():
         _write_atomic(out_dir / "img" / name, png)
     report = out_dir / "report.md"
-    _write_atomic(report, report_markdown(rows, curves, meta).encode())
+    _write_atomic(report, report_markdown(rows, curves, meta, costs).encode())
     return report

@@ -16,20 +16,22 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import ScalarFormatter
 
+from ssmbench.report.lengths import LENGTH_IMAGE, length_chart, length_results
+from ssmbench.report.markdown import LR_IMAGE, difficulty_image
+from ssmbench.report.protocol import selected_rows
+from ssmbench.report.stats import Choice, along_axis, choose, difficulty_axes
 from ssmbench.report.tables import (
     CURVES_IMAGE,
-    LENGTH_IMAGE,
     METRICS,
     Metric,
     column_label,
+    column_of,
     columns,
     device_label,
     devices,
     display_name,
-    length_results,
     model_order,
     summarize,
-    task_key_of,
 )
 
 FIGSIZE = (10.0, 5.0)  # inches
@@ -143,7 +145,7 @@ def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
     models = model_order(with_curves)
     for ax, col in zip(axes, cols, strict=True):
         for row in with_curves:
-            if (task_key_of(row), row["seq_len"]) != col:
+            if column_of(row) != col:
                 continue
             points = [p for p in curves[row["id"]] if p.get("val_accuracy") is not None]
             points = [p for p in points if math.isfinite(p["val_accuracy"])]
@@ -163,38 +165,86 @@ def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
     return _png(fig)
 
 
-def length_chart(key: str, per_model: dict[str, dict[int, list]], rows: list[dict]) -> bytes:
-    """Test accuracy (%) against evaluation length (log2 x axis), a line per model."""
+def _panels(fig: Figure, n: int) -> list[Axes]:
+    """n panels sharing a y axis, at most four to a row."""
+    ncols = min(n, 4)
+    nrows = math.ceil(n / ncols)
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).flatten()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return list(axes[:n])
+
+
+def lr_sensitivity(choices: list[Choice]) -> bytes:
+    """Mean validation accuracy (%) against learning rate (log axis), a line per model, best
+    weight decay at each lr; a panel per (task setting, length)."""
     fig = Figure(figsize=FIGSIZE, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(f"Accuracy at other lengths, {key} — {device_label(rows)}")
-    for model in model_order([{"model": m} for m in per_model]):
-        points = []
-        for length, values in sorted(per_model[model].items()):
-            numbers = [v for v in values if not isinstance(v, str)]
-            if numbers:
-                points.append((length, 100 * sum(numbers) / len(numbers)))
-        ax.plot(
-            [p[0] for p in points],
-            [p[1] for p in points],
-            marker="o",
-            label=display_name(model),
-            **_line_style(model),
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("evaluation length (log2)")
-    ax.set_ylabel("test accuracy (%, per scored token)")
-    ax.set_ylim(0, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    fig.suptitle("Validation accuracy against learning rate (mean over seeds, best weight decay)")
+    cols = sorted({(c.task, c.seq_len) for c in choices})
+    if not cols:
+        _no_data(fig.add_subplot())
+        return _png(fig)
+    models = model_order([{"model": c.model} for c in choices])
+    for ax, col in zip(_panels(fig, len(cols)), cols, strict=True):
+        for c in choices:
+            if (c.task, c.seq_len) != col:
+                continue
+            best: dict[float, float] = {}
+            for p in c.points:
+                if p.val is not None:
+                    best[p.lr] = max(best.get(p.lr, -1.0), 100 * p.val.mean)
+            lrs = sorted(best)
+            ax.plot(lrs, [best[lr] for lr in lrs], marker="o", **_line_style(c.model))
+        ax.set_xscale("log")
+        ax.set_title(column_label(col, cols), fontsize=9)
+        ax.set_xlabel("learning rate")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 102)
+    fig.axes[0].set_ylabel("validation accuracy (%)")
+    handles = [Line2D([], [], **_line_style(m), marker="o", label=display_name(m)) for m in models]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8)
     return _png(fig)
 
 
-def figures(rows: list[dict], curves: dict[str, list[dict]]) -> dict[str, bytes]:
-    """Every figure of the report by file name; a metric without data still gets a 'no data' one."""
-    charts = {m.image: bar_chart(rows, m) for m in METRICS.values() if m.image}
-    lengths = {
-        LENGTH_IMAGE.format(key=key): length_chart(key, per_model, rows)
-        for key, per_model in length_results(rows).items()
+def along(choices: list[Choice], task_name: str, axis: str) -> bytes:
+    """Chosen test accuracy (%) against one difficulty axis of a task, a line per model."""
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(f"{task_name}: test accuracy at the chosen lr against {axis}")
+    lines = along_axis(choices, task_name, axis)
+    for model in model_order([{"model": m} for m in lines]):
+        xs = list(lines[model])
+        ax.plot(xs, [100 * lines[model][x] for x in xs], marker="o", **_line_style(model),
+                label=display_name(model))  # fmt: skip
+    if all(isinstance(x, (int, float)) and x > 0 for v in lines.values() for x in v):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel(axis)
+    ax.set_ylabel("test accuracy (%, per token)")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right center", fontsize=8)
+    return _png(fig)
+
+
+def figures(
+    rows: list[dict], curves: dict[str, list[dict]], costs: list[dict] | None = None
+) -> dict[str, bytes]:
+    """Every figure of the report by file name; a metric without data still gets a 'no data' one.
+    Accuracy figures show the chosen (lr, wd) of each setting, cost figures the measurements."""
+    choices = choose(rows)
+    chosen = selected_rows(rows, choices)
+    charts = {
+        m.image: bar_chart((costs or []) if m.cost else chosen, m)
+        for m in METRICS.values()
+        if m.image
     }
-    return {**charts, CURVES_IMAGE: learning_curves(rows, curves), **lengths}
+    charts[CURVES_IMAGE] = learning_curves(chosen, curves)
+    charts[LR_IMAGE] = lr_sensitivity(choices)
+    for task_name, axes in difficulty_axes(choices).items():
+        for axis in axes:
+            charts[difficulty_image(task_name, axis)] = along(choices, task_name, axis)
+    for key, per_model in length_results(chosen).items():
+        style = {model: _line_style(model) for model in per_model}
+        charts[LENGTH_IMAGE.format(key=key)] = _png(length_chart(key, per_model, style))
+    return charts

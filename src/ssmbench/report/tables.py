@@ -1,9 +1,11 @@
-"""Markdown tables in the study's layout (a row per model, a column per length) and the report.
+"""Markdown tables in the study's layout (a row per model, a column per task setting and
+length), the protocol's tables (chosen lr, mean ± 95% CI, leaderboard) and the whole report.
 
-A table cell summarizes the seeds of one (model, L, M) that finished (status 'done'): their
-value x_1, or with n >= 2 seeds the mean and the sample standard deviation
+A study-layout cell summarizes the rows of one (model, task, L) that finished (status 'done'):
+for accuracy, the seeds at the chosen (lr, weight decay); for costs, the one measurement. It shows
+their value x_1, or with n >= 2 the mean and the sample standard deviation
     s = sqrt(sum_i (x_i - mean)^2 / (n - 1)).
-A cell where no seed finished shows its status word ('oom', 'diverged', 'failed', ...).
+A cell where nothing finished shows its status word ('oom', 'diverged', 'failed', ...).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ MODEL_NAMES = {
 FAILED = tuple(sorted(s.value for s in FAILURES))
 CURVES_IMAGE = "learning_curves.png"
 
-Column = tuple[str, int]  # (task key, seq_len)
+Column = tuple[str, int]  # (task setting's key, seq_len)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Metric:
     decimals: int = 2
     image: str | None = None  # its bar chart under img/
     log_ok: bool = False  # may span decades (times, memory): plotted on a log axis when it does
+    cost: bool = False  # measured once per (model, input shape), not per training cell
 
     def label_for(self, devices: set[str]) -> str:
         """The label for rows measured on `devices`; both labels when CPU and GPU rows mix."""
@@ -75,6 +78,7 @@ METRICS = {
             "Training step time (ms)",
             image="train_time.png",
             log_ok=True,
+            cost=True,
         ),
         Metric(
             "infer_ms",
@@ -82,6 +86,7 @@ METRICS = {
             "Inference step time (ms)",
             image="inference_time.png",
             log_ok=True,
+            cost=True,
         ),
         Metric(
             "peak_mem_mib",
@@ -91,14 +96,16 @@ METRICS = {
             decimals=1,
             image="memory.png",
             log_ok=True,
+            cost=True,
         ),
         Metric(
             "util_pct",
             "Utilization",
             "GPU utilization (%)",
-            cpu_label="CPU process utilization (%, 100 = one core)",
+            cpu_label="CPU process utilization (%, 100 = every torch thread busy)",
             decimals=1,
             image="utilization.png",
+            cost=True,
         ),
     )
 }
@@ -136,21 +143,19 @@ def model_order(rows: list[dict]) -> list[str]:
     return [m for m in MODEL_NAMES if m in present] + sorted(present - set(MODEL_NAMES))
 
 
-def task_key_of(row: dict) -> str:
-    """The row's task key (e.g. 'selective-copy-M16-V16'); the task's name for older stores."""
-    section = row.get("config", {}).get("task", {})
-    return row.get("task_key") or section.get("name", "selective-copy")
+def column_of(row: dict) -> Column:
+    return row["task"], row["seq_len"]
 
 
 def columns(rows: list[dict]) -> list[Column]:
-    return sorted({(task_key_of(row), row["seq_len"]) for row in rows})
+    return sorted({column_of(row) for row in rows})
 
 
 def column_label(column: Column, all_columns: list[Column]) -> str:
-    """'L=256', or 'selective-copy-M16-V16, L=256' when several tasks appear."""
-    key, seq_len = column
-    if len({k for k, _ in all_columns}) > 1:
-        return f"{key}, L={seq_len}"
+    """'L=256', or 'selective-copy-M16-V16, L=256' when several task settings appear."""
+    task, seq_len = column
+    if len({t for t, _ in all_columns}) > 1:
+        return f"{task}, L={seq_len}"
     return f"L={seq_len}"
 
 
@@ -167,7 +172,7 @@ def device_label(rows: list[dict]) -> str:
 def summarize(rows: list[dict], metric: Metric) -> dict[tuple[str, Column], Cell]:
     groups: dict[tuple[str, Column], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["model"], (task_key_of(row), row["seq_len"])), []).append(row)
+        groups.setdefault((row["model"], column_of(row)), []).append(row)
     cells = {}
     for key, group in groups.items():
         done = [row for row in group if row["status"] == Status.DONE]
@@ -178,7 +183,7 @@ def summarize(rows: list[dict], metric: Metric) -> dict[tuple[str, Column], Cell
     return cells
 
 
-def _markdown_table(header: list[str], body: list[list[str]], align: list[str]) -> str:
+def markdown_table(header: list[str], body: list[list[str]], align: list[str]) -> str:
     """Columns padded to equal width; align is '<' or '>' per column."""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
@@ -215,7 +220,7 @@ def metric_table(rows: list[dict], metric: str) -> str:
 
     header = [spec.label_for(devices(rows)), *(column_label(c, cols) for c in cols)]
     body = [[display_name(m), *(text(cells.get((m, c))) for c in cols)] for m in model_order(rows)]
-    table = _markdown_table(header, body, ["<", *(">" for _ in cols)])
+    table = markdown_table(header, body, ["<", *(">" for _ in cols)])
     footnote = (
         f"n={n_usual} finished seeds per cell (mean ± sample std when n ≥ 2); (n=k) marks a "
         "cell where k seeds finished, a status word one where none did, "
@@ -227,7 +232,9 @@ def metric_table(rows: list[dict], metric: str) -> str:
 BUDGET = (  # (label, key of the cell config's `train` section)
     ("max steps", "max_steps"),
     ("batch", "batch_size"),
+    ("optimizer", "optimizer"),
     ("lr", "lr"),
+    ("weight decay", "weight_decay"),
     ("warm-up steps", "warmup_steps"),
     ("grad clip", "grad_clip"),
     ("patience", "patience"),
@@ -241,7 +248,7 @@ def _distinct(values: object) -> str:
     return ", ".join(found) or "not recorded"
 
 
-def _provenance(rows: list[dict], meta: dict) -> list[str]:
+def provenance(rows: list[dict], meta: dict) -> list[str]:
     created = meta.get("created_at")
     if isinstance(created, (int, float)):
         created = datetime.fromtimestamp(created, tz=timezone.utc).isoformat(timespec="seconds")
@@ -280,118 +287,79 @@ def _error_line(error: str | None) -> str:
     return last if len(last) <= 160 else last[:159] + "…"
 
 
-def _failure_table(rows: list[dict]) -> str:
+def failure_table(rows: list[dict]) -> str:
+    """Failed training cells and cost measurements (those have no lr, wd or seed)."""
     failed = [row for row in rows if row["status"] in FAILED]
     order = {m: i for i, m in enumerate(model_order(rows))}
-    failed.sort(key=lambda r: (order[r["model"]], task_key_of(r), r["seq_len"], r["seed"]))
+    failed.sort(key=lambda r: (order[r["model"]], r["task"], r["seq_len"], r.get("lr") or 0))
+
+    def shown(row: dict, key: str) -> str:
+        return "cost" if row.get(key) is None else f"{row[key]:g}"
+
     body = [
         [
             display_name(r["model"]),
-            task_key_of(r),
+            r["task"],
             str(r["seq_len"]),
-            str(r["seed"]),
+            shown(r, "lr"),
+            shown(r, "weight_decay"),
+            shown(r, "seed"),
             r["status"],
             _error_line(r.get("error")),
         ]
         for r in failed
     ]
-    header = ["Model", "Task", "L", "Seed", "Status", "Error (last line)"]
-    return _markdown_table(header, body, ["<", "<", ">", ">", "<", "<"])
+    header = ["Model", "Task", "L", "lr", "wd", "Seed", "Status", "Error (last line)"]
+    return markdown_table(header, body, ["<", "<", ">", ">", ">", ">", "<", "<"])
 
 
-LENGTH_IMAGE = "length-{key}.png"
-
-
-def length_results(rows: list[dict]) -> dict[str, dict[str, dict[int, list[float | str]]]]:
-    """task key -> model -> evaluation length -> accuracies of finished seeds ('oom' where oom)."""
-    found: dict[str, dict[str, dict[int, list[float | str]]]] = {}
-    for row in rows:
-        by_length = row.get("accuracy_by_length") or {}
-        status = row.get("status_by_length") or {}
-        if row["status"] != Status.DONE or len(by_length) < 2:
-            continue
-        per_model = found.setdefault(task_key_of(row), {}).setdefault(row["model"], {})
-        for length, value in by_length.items():
-            oom = status.get(length) == "oom" or value is None
-            per_model.setdefault(int(length), []).append("oom" if oom else value)
-    return found
-
-
-def length_table(per_model: dict[str, dict[int, list[float | str]]]) -> str:
-    """Mean test accuracy (%) per model and evaluation length; 'oom' where a length did not fit."""
-
-    def text(values: list[float | str]) -> str:
-        numbers = [v for v in values if not isinstance(v, str)]
-        if not values:
-            return "—"
-        if not numbers:
-            return "oom"
-        return f"{100 * sum(numbers) / len(numbers):.1f}"
-
-    lengths = sorted({length for by_length in per_model.values() for length in by_length})
-    order = model_order([{"model": m} for m in per_model])
-    body = [[display_name(m), *(text(per_model[m].get(n, [])) for n in lengths)] for m in order]
-    header = ["Test accuracy (%)", *(f"L={n}" for n in lengths)]
-    return _markdown_table(header, body, ["<", *(">" for _ in lengths)])
-
-
-def _length_sections(rows: list[dict]) -> list[str]:
-    parts = []
-    for key, per_model in sorted(length_results(rows).items()):
-        parts += [
-            f"## Accuracy at other lengths: {key}",
-            "The best-validation weights of each cell on a fixed test set at each length, mean "
-            "over finished seeds.",
-            length_table(per_model),
-            f"![Accuracy against evaluation length, {key}](img/{LENGTH_IMAGE.format(key=key)})",
-        ]
-    return parts
-
+PROTOCOL = (
+    "Every model is trained at every learning rate × weight decay of the grid, from every seed. "
+    "For each model, task setting and length, the (lr, wd) with the best mean validation "
+    "accuracy over the finished seeds (each seed's best validation accuracy during training) is "
+    "chosen; the test set is never used to choose. The table gives the test accuracy of that "
+    "choice: its mean over seeds, the sample standard deviation, and a 95% confidence interval "
+    "for the mean, mean ± t(0.975, n−1)·s/√n (Student t), which says how far the mean over these "
+    "seeds may be from the mean over all seeds; with n=1 there is no interval. Every grid point "
+    "is in the store and in `ssmbench export`."
+)
 
 HOW_MEASURED = (
-    "Each cell trains one model on one task (see `ssmbench tasks`; e.g. selective copying with "
-    "sequence length L and M tokens to copy) from one seed until the step budget, the target "
-    "accuracy or early stopping on validation accuracy ends it. Accuracy is the per-token "
-    "accuracy over the scored positions of the held-out test set, which shares no example with "
-    "training; exact match is the share of test sequences with every scored token right. "
-    "Accuracy at other lengths scores the best-validation weights on a fixed test set of the "
-    "same task at each evaluation length. A step time is the "
+    "Each cell trains one model on one task setting (sequence length L) from one seed until the "
+    "step budget, the target accuracy or early stopping on validation accuracy ends it. "
+    "Accuracy is the per-token accuracy on the held-out test set of the best-validation weights; "
+    "exact match is the share of test sequences with every token right (scored positions "
+    "only: a task marks the others -100; the held-out sets share no example with training). "
+    "Accuracy at other lengths scores the same weights on a fixed test set of the task at each "
+    "evaluation length. Costs depend on the "
+    "model and input shape only, so each (model, task setting, L) is measured once, after all "
+    "training, one measurement at a time with no training process of the sweep alive (other "
+    "programs on the machine are not controlled: the 1-minute load average at the start of each "
+    "measurement is in the exports). A step time is the "
     "median of at least 20 timed steps after at least 3 warm-up steps, on one fixed batch "
-    "(training step: forward, backward and the Adam update; inference step: forward under "
+    "(training step: forward, backward, gradient clipping and the update of the cell's own "
+    "optimizer, weight decay and warm-up schedule; inference step: forward under "
     "torch.inference_mode); the interquartile range (IQR) of "
-    "the timed steps of each cell is in the exports (train_ms_iqr, infer_ms_iqr), while ± in "
-    "the tables is the spread over seeds. On cuda, memory is the peak GPU memory allocated by "
-    "PyTorch tensors during the training steps, model, gradients and optimizer state included "
-    "(what the caching allocator reserved is in the exports as "
-    "reserved_mem_mib) and utilization is the GPU busy percentage reported by NVML while the "
-    "steps run. On cpu, memory is the peak resident set size (RSS) of the process during the "
-    "training steps above its level just before them, and utilization is the process's CPU time "
-    "over wall time times torch's thread count (100% = every torch thread busy); neither is a "
-    "GPU figure."
+    "the timed steps is in the exports (train_ms_iqr, infer_ms_iqr). On cuda, memory is the "
+    "peak GPU memory allocated by PyTorch tensors during the training steps, model, gradients "
+    "and optimizer state included (torch.cuda.max_memory_allocated; what the caching allocator "
+    "reserved is in the exports as reserved_mem_mib, and the process's device memory as NVML "
+    "reports it, CUDA context included, as nvml_process_mem_mib), and utilization is the GPU "
+    "busy percentage reported by NVML while the steps run. On cpu, memory is the peak resident "
+    "set size (RSS) of the process during the training steps above its level just before them, "
+    "and utilization is the process's CPU time over wall time times torch's thread count "
+    "(100% = every torch thread busy); neither is a GPU figure."
 )
 
 
-def report_markdown(rows: list[dict], curves: dict[str, list[dict]], meta: dict) -> str:
-    """The whole report: provenance, a table and figure per metric, failures, method."""
-    parts = [
-        f"# ssmbench report: {meta.get('preset', 'sweep')}",
-        "## Provenance",
-        "\n".join(_provenance(rows, meta)),
-    ]
-    for spec in METRICS.values():
-        parts += [f"## {spec.title}", metric_table(rows, spec.key)]
-        if spec.image:
-            parts.append(f"![{spec.label_for(devices(rows))}](img/{spec.image})")
-    has_curves = any(curves.get(row["id"]) for row in rows)
-    parts += [
-        "## Learning curves",
-        "Validation accuracy against training step, a line per seed, one panel per length."
-        if has_curves
-        else "No learning curves were recorded.",
-        f"![Learning curves](img/{CURVES_IMAGE})",
-    ]
-    parts += _length_sections(rows)
-    if any(row["status"] in FAILED for row in rows):
-        parts += ["## Failed, diverged and out-of-memory cells", _failure_table(rows)]
-    parts += ["## How measured", HOW_MEASURED]
-    return "\n\n".join(parts) + "\n"
+def conditions(costs: list[dict]) -> str:
+    """Under what conditions the cost figures were taken."""
+    if not costs:
+        return "No cost was measured."
+    alone = _distinct("alone" if c.get("alone") else "alongside training" for c in costs)
+    return (
+        f"Measured on {device_label(costs)}; threads {_distinct(c.get('threads') for c in costs)}; "
+        f"batch {_distinct(c.get('batch_size') for c in costs)}; {alone} (one measurement at a "
+        f"time, after training); 1-minute load average at start "
+        f"{_distinct(c.get('load_avg_1min') for c in costs)}."
+    )

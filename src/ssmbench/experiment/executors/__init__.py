@@ -16,4 +16,6 @@ Emit = Callable[[str, str, Any], None]
 
 
 class Executor(Protocol):
-    def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit) -> None: ...
+    def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit, kind: str = "train") -> None:
+        """Run every cell's job of `kind` (cell.job_id names it in the events): 'train' trains
+        the cell, 'cost' measures the cost of its model and input shape."""

@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from ssmbench.experiment.cell import Kind, job_id, run_job
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.executors import Emit
 from ssmbench.experiment.results import CellResult
@@ -31,17 +32,16 @@ def _exit_with_driver(driver_pid: int) -> None:
             os._exit(1)
 
 
-def _work(cell_json: str, out_dir: str, events: Any, driver_pid: int) -> None:
-    from ssmbench.experiment.cell import run_cell
-
+def _work(kind: Kind, cell_json: str, out_dir: str, events: Any, driver_pid: int) -> None:
     threading.Thread(target=_exit_with_driver, args=(driver_pid,), daemon=True).start()
     cell = CellConfig.model_validate_json(cell_json)
-    events.put(("start", cell.id, None))
+    name = job_id(kind, cell)
+    events.put(("start", name, None))
     try:
-        result = run_cell(cell, Path(out_dir), lambda p: events.put(("progress", cell.id, p)))
+        result = run_job(kind, cell, Path(out_dir), lambda p: events.put(("progress", name, p)))
     except KeyboardInterrupt:  # the checkpoint is saved; the rerun resumes from it
         return
-    events.put(("result", cell.id, result))
+    events.put(("result", name, result))
 
 
 def _context() -> mp.context.BaseContext:
@@ -56,7 +56,7 @@ class LocalExecutor:
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
 
-    def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit) -> None:
+    def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit, kind: Kind = "train") -> None:
         ctx = _context()
         events = ctx.Queue()
         todo = deque(cells)
@@ -83,12 +83,12 @@ class LocalExecutor:
                         cell = cell.model_copy(update={"threads": threads})
                     worker = ctx.Process(
                         target=_work,
-                        args=(cell.model_dump_json(), str(out_dir), events, os.getpid()),
-                        name=f"ssmbench {cell.id}",
+                        args=(kind, cell.model_dump_json(), str(out_dir), events, os.getpid()),
+                        name=f"ssmbench {job_id(kind, cell)}",
                         daemon=True,
                     )
                     worker.start()
-                    running[cell.id] = worker
+                    running[job_id(kind, cell)] = worker
                 drain(0.2)
                 for cell_id, worker in list(running.items()):
                     if worker.is_alive():

@@ -13,17 +13,19 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ssmbench.experiment.cell import job_id
 from ssmbench.experiment.config import CellConfig, ConfigError
 from ssmbench.experiment.executors import Emit
 from ssmbench.experiment.results import CellResult
 
 
-def _run_remote(cell_json: str, out_dir: str, events: Any) -> CellResult:
-    from ssmbench.experiment.cell import run_cell
+def _run_remote(kind: str, cell_json: str, out_dir: str, events: Any) -> CellResult:
+    from ssmbench.experiment.cell import job_id, run_job
 
     cell = CellConfig.model_validate_json(cell_json)
-    events.put(("start", cell.id, None))
-    return run_cell(cell, Path(out_dir), lambda point: events.put(("progress", cell.id, point)))
+    name = job_id(kind, cell)  # type: ignore[arg-type]
+    events.put(("start", name, None))
+    return run_job(kind, cell, Path(out_dir), lambda p: events.put(("progress", name, p)))  # type: ignore[arg-type]
 
 
 def check_address(address: str | None) -> None:
@@ -59,6 +61,7 @@ class RayExecutor:
         num_cpus: float = 1.0,
         num_gpus: float = 1.0,
         retries: int = 0,
+        max_in_flight: int | None = None,
     ) -> None:
         self.address, self.num_cpus, self.num_gpus, self.retries = (
             address,
@@ -66,6 +69,7 @@ class RayExecutor:
             num_gpus,
             retries,
         )
+        self.max_in_flight = max_in_flight  # None: as many as the cluster can take
 
     def _gpus_per_cell(self, cells: list[CellConfig]) -> float:
         import ray
@@ -75,7 +79,7 @@ class RayExecutor:
         )
         return self.num_gpus if wants_cuda else 0.0
 
-    def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit) -> None:
+    def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit, kind: str = "train") -> None:
         import ray
         from ray.util.queue import Empty, Queue
 
@@ -88,7 +92,14 @@ class RayExecutor:
             max_retries=self.retries,
             retry_exceptions=False,
         )
-        pending = {remote.remote(c.model_dump_json(), str(out_dir), events): c.id for c in cells}
+        todo = list(cells)
+        pending: dict[Any, str] = {}
+
+        def submit() -> None:
+            while todo and (self.max_in_flight is None or len(pending) < self.max_in_flight):
+                cell = todo.pop(0)
+                ref = remote.remote(kind, cell.model_dump_json(), str(out_dir), events)
+                pending[ref] = job_id(kind, cell)  # type: ignore[arg-type]
 
         def drain() -> None:
             while True:
@@ -98,6 +109,7 @@ class RayExecutor:
                     return
 
         try:
+            submit()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
                 drain()
@@ -109,6 +121,7 @@ class RayExecutor:
                         result = CellResult.lost(cell_id, str(e).splitlines()[0])
                     drain()
                     emit("result", cell_id, result)
+                submit()
         finally:
             for ref in pending:
                 ray.cancel(ref)

@@ -1,0 +1,75 @@
+"""What a sweep would cost, before running it: a few timed training and inference steps per
+(model, input shape), scaled by the cells' step budgets.
+
+For a (model, shape) with training step time t_train and inference step time t_infer (medians of
+a few steps, on this machine, now), each of its cells costs at most
+    max_steps · t_train + (max_steps / eval_every) · ceil(val_size / batch) · t_infer
+seconds (early stopping can only shorten it); the sweep's wall time is their sum over `workers`.
+The figure is rough: a few steps, taken while whatever else runs on the machine runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ssmbench.experiment.config import CellConfig, SweepConfig
+from ssmbench.experiment.measure import measure, resolve_device
+from ssmbench.models import build
+from ssmbench.tasks import make_task
+
+
+@dataclass(frozen=True)
+class ShapeEstimate:
+    cell: CellConfig  # the first cell of the (model, shape)
+    cells: int  # how many cells share it
+    train_ms: float
+    infer_ms: float
+
+    @property
+    def seconds_per_cell(self) -> float:
+        hp = self.cell.train
+        evals = hp.max_steps / hp.eval_every
+        batches = math.ceil(hp.val_size / hp.batch_size)
+        return (hp.max_steps * self.train_ms + evals * batches * self.infer_ms) / 1e3
+
+
+def estimate(config: SweepConfig, steps: int = 3) -> list[ShapeEstimate]:
+    """Time `steps` training and inference steps (after one untimed) per (model, shape)."""
+    groups: dict[str, list[CellConfig]] = {}
+    for cell in config.cells():
+        groups.setdefault(cell.cost_id, []).append(cell)
+    found = []
+    for cells in groups.values():
+        cell = cells[0]
+        device = resolve_device(cell.device)
+        torch.manual_seed(cell.seed)
+        model = build(cell.model, cell.task.vocab_size, **cell.arch.model_dump())
+        task = make_task(cell.task.name, cell.seq_len, cell.task.n_tokens, cell.task.vocab_size)
+        batch = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0))
+        cost = measure(model, *batch, device, warmup=1, repeats=steps, hp=cell.train)
+        found.append(ShapeEstimate(cell, len(cells), cost["train_ms"], cost["infer_ms"]))
+    return found
+
+
+def format_estimate(config: SweepConfig, found: list[ShapeEstimate]) -> str:
+    """The cells, then a line per (model, shape) and the total, as plain text."""
+    lines = [f"{len(config.cells())} cells:"] + [f"  {cell.id}" for cell in config.cells()]
+    lines.append("estimate from a few timed steps per (model, shape), on this machine, now:")
+    total = 0.0
+    for shape in found:
+        cost = shape.cells * shape.seconds_per_cell
+        total += cost
+        lines.append(
+            f"  {shape.cell.cost_id}: {shape.train_ms:.1f} ms/train step, {shape.cells} cells "
+            f"x {shape.cell.train.max_steps} steps = {cost / 60:.1f} min"
+        )
+    workers = config.workers if config.executor == "local" else 1
+    lines.append(
+        f"total: at most {total / 60:.1f} min of training"
+        + (f", about {total / 60 / workers:.1f} min with {workers} workers" if workers > 1 else "")
+        + " (early stopping can only shorten it), plus one cost measurement per (model, shape)"
+    )
+    return "\n".join(lines) + "\n"
