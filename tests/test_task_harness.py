@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ssmbench import tasks
-from ssmbench.cli import main
+from ssmbench.cli import _write_report, main
 from ssmbench.experiment.config import ConfigError, load_config
 from ssmbench.experiment.store import FILENAME, Store
 from ssmbench.experiment.sweep import run_sweep
@@ -54,15 +54,16 @@ def test_every_task_has_a_tiny_setting():
 @pytest.mark.parametrize("name", TINY)
 def test_every_task_trains_scores_and_reports_through_the_sweep(name, tmp_path):
     config = tiny_config(name)
-    report = run_sweep(config, tmp_path)
+    run_sweep(config, tmp_path)
     with Store(tmp_path / FILENAME, readonly=True) as store:
         [row] = store.rows()
+        report = _write_report(store)
     assert row["status"] == "done", row["error"]
     assert 0 <= row["exact_match"] <= 1 and 0 <= row["accuracy"] <= 1
     length = TINY[name][0]
     assert set(row["accuracy_by_length"]) == {str(length), str(2 * length)}
     assert row["accuracy_by_length"][str(length)] == row["accuracy"]
-    assert row["task_key"] == config.task.key and row["task_key"].startswith(name)
+    assert row["task"] == config.task.key and row["task"].startswith(name)
     text = report.read_text()
     assert f"Accuracy at other lengths: {config.task.key}" in text
 
@@ -72,6 +73,7 @@ def test_task_section_is_validated_by_its_task():
     assert config.task.name == "mqar" and config.task.params["num_kv_pairs"] == 4
     assert not hasattr(config.task, "n_tokens"), "the preset's copy parameters were dropped"
     assert config.cells()[0].id.split("/")[1] == "mqar-KV4-V8192-a0.01-rnq1"
+    assert config.cells()[0].cost_id.endswith("mqar-KV4-V8192-a0.01-rnq1/L32")
     with pytest.raises(ConfigError, match="mqar: n_tokens: unknown parameter"):
         load_config("smoke", overrides={"task": {"name": "mqar", "n_tokens": 2}})
     with pytest.raises(ConfigError, match="unknown task 'nope'"):

@@ -74,8 +74,12 @@ def _write(records: list[dict], fields: list[str], fmt: str) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for record in records:
-        nested = {key: json.dumps(record[key], sort_keys=True) for key in ("config", *NESTED)}
-        writer.writerow({**record, **{k: v for k, v in nested.items() if k in record}})
+        nested = {
+            key: json.dumps(record[key], sort_keys=True)
+            for key in ("config", *NESTED)
+            if key in record
+        }
+        writer.writerow({**record, **nested})
     return buffer.getvalue()
 
 
