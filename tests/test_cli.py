@@ -229,7 +229,15 @@ def test_console_script_error_is_one_line_without_traceback(tmp_path):
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
 
 
-def test_models_lists_all_twelve_with_parameter_counts(capsys):
+def test_models_lists_every_model_with_family_parameters_and_state(capsys):
+    from ssmbench.models import MODELS, build, n_params
+
     assert main(["models"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 12 and all(line.split()[1].replace(",", "").isdigit() for line in lines)
+    header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert header.split()[:4] == ["model", "family", "parameters", "state"]
+    listed = {line.split()[0]: line.split()[1:4] for line in lines}
+    assert list(listed) == list(MODELS)
+    for name, (family, params, state) in listed.items():
+        assert family == MODELS[name].family
+        assert int(params.replace(",", "")) == n_params(build(name, vocab_size=16))
+        assert int(state.replace(",", "")) == MODELS[name].state(64, 16, 1024)

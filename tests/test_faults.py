@@ -39,6 +39,7 @@ def fault_config(executor: str):
             "executor": executor,
             "workers": 2,
             "train": {"max_steps": 20},
+            "measure": {"enabled": False},  # training faults; costs are test_protocol's
         },
     )
 
@@ -110,11 +111,15 @@ def test_ray_gives_the_local_executors_metrics(tmp_path, ray_cluster):
 
 
 def test_driver_killed_mid_sweep_resumes_with_every_cell_done_once(tmp_path):
+    no_costs = tmp_path.parent / f"{tmp_path.name}-no-costs.yaml"
+    no_costs.write_text("measure: {enabled: false}\n")  # training is what resumes here
     command = [
         "ssmbench",
         "run",
         "--preset",
         "smoke",
+        "--config",
+        str(no_costs),
         "--models",
         "lstm,s4d-real",
         "--lengths",

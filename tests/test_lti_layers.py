@@ -173,3 +173,12 @@ def test_dt_init_is_log_uniform():
     low, high = math.log(1e-3), math.log(1e-1)
     assert log_dt.min() >= low and log_dt.max() <= high
     assert abs(log_dt.mean().item() - (low + high) / 2) < 0.05
+
+
+def test_s4_lowrank_clips_the_imaginary_part_of_b_as_upstream():
+    """state-spaces/s4 clips Im(B) of the DPLR HiPPO init to ±2 (B_clip); the rest is HiPPO's."""
+    layer = S4LowRank(2, 32)
+    B = hippo_legs_dplr(32)[2][:16].to(torch.complex64)
+    assert B.imag.abs().max() > 2, "the clip matters at this size"
+    torch.testing.assert_close(layer.B[0].real, B.real)
+    torch.testing.assert_close(layer.B[0].imag, B.imag.clamp(-2, 2))

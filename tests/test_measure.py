@@ -198,6 +198,7 @@ def test_bench_measures_each_model_and_records_failures(monkeypatch):
     assert row["status"] == "done" and row["error"] is None
     assert row["model"] == "lstm" and row["seq_len"] == 8 and row["params"] > 0
     assert row["train_ms"] > 0 and row["device"] == "cpu" and row["scan_backend"] is None
+    assert (row["display_name"], row["family"], row["state_size"]) == ("LSTM", "rnn", 2 * 64)
 
     outcomes = iter(
         [torch.OutOfMemoryError("out of memory, pretend"), RuntimeError("broken, pretend"), None]
@@ -335,7 +336,7 @@ def test_format_bench_names_units_and_never_calls_cpu_figures_gpu(device):
     header, _, *lines = text.split("\n\n")[1].split("\n")
     assert lines[-1].startswith("| lstm | 256 |") and "oom: OutOfMemoryError: tried" in lines[-1]
     assert all(len(re.split(r"(?<!\\)\|", line)) == header.count("|") + 1 for line in lines)
-    for unit in ("train (ms)", "infer (ms)", "(MiB", "(%,", "S6 / S4D-Real", "3.00", "2.00"):
+    for unit in ("train (ms)", "infer (ms)", "(MiB", "(%,", "S6 / S4D Real", "3.00", "2.00"):
         assert unit in text
     assert "Some Chip" in text and "threads: 2" in text and "scan backend" in text
     gpu_words = ("allocated", "GPU NVML", "reserved (MiB)")

@@ -41,6 +41,11 @@ def make_row(model: str, seq_len: int, seed: int, status: str = "done", n_tokens
     return {
         "id": f"{model}-{seq_len}-{n_tokens}-{seed}",
         "model": model,
+        "display_name": {"s6": "S6", "lstm": "LSTM"}.get(model),  # None: an old row
+        "family": {"s6": "selective-ssm", "lstm": "rnn"}.get(model),
+        "mixer": model,
+        "block": "ssm" if model == "s6" else "none",
+        "state_size": 1024 if model == "s6" else 128,
         "task": f"selective-copy-M{n_tokens}-V16",
         "seq_len": seq_len,
         "n_tokens": n_tokens,
@@ -120,7 +125,7 @@ def parse_table(markdown: str) -> dict[str, dict[str, str]]:
 
 def test_table_places_mean_and_std_in_model_row_and_length_column(rows: list[dict]) -> None:
     table = parse_table(metric_table(rows, "accuracy"))
-    assert list(table) == ["S6", "LSTM"]  # registry order, display names
+    assert list(table) == ["LSTM", "S6"]  # the rows' model order, their display names
     assert list(table["S6"]) == ["L=256", "L=512"]  # lengths sorted
     for model, name in (("s6", "S6"), ("lstm", "LSTM")):
         values = [100 * r["accuracy"] for r in rows if (r["model"], r["seq_len"]) == (model, 256)]
@@ -144,7 +149,7 @@ def test_status_word_when_no_seed_finished_and_n_when_some_did(rows: list[dict])
 def test_missing_cells_unknown_models_and_token_counts() -> None:
     rows = [make_row("s6", 256, 0), make_row("my-model", 512, 0, n_tokens=32)]
     table = parse_table(metric_table(rows, "infer_ms"))
-    assert list(table) == ["S6", "my-model"]  # unknown ids after the known ones
+    assert list(table) == ["S6", "my-model"]  # a row without a display name shows its id
     assert table["S6"] == {
         "selective-copy-M16-V16, L=256": f"{rows[0]['infer_ms']:.2f}",
         "selective-copy-M32-V16, L=512": "—",
@@ -295,7 +300,7 @@ def test_a_crash_while_writing_keeps_the_previous_report(
     def crash(src: str, dst: str) -> None:
         raise OSError("disk full (test)")
 
-    monkeypatch.setattr("ssmbench.report.os.replace", crash)
+    monkeypatch.setattr("ssmbench.files.os.replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_report(rows[:2], curves, {"preset": "other"}, tmp_path)
     assert path.read_text() == before

@@ -15,9 +15,11 @@ def test_store_accepts_every_status_and_nothing_else(tmp_path):
     with Store(tmp_path / "r.sqlite") as store:
         store.mark_running(CELL)
         assert store.status(CELL.id) is Status.RUNNING
-        for status in Status:
-            store.finish(CELL.id, CellResult(status))
-            assert store.status(CELL.id) is status
+        for seed, status in enumerate(Status):  # one cell each: finished results stay as they are
+            cell = CELL.model_copy(update={"seed": seed})
+            store.mark_running(cell)
+            store.finish(cell.id, CellResult(status))
+            assert store.status(cell.id) is status
         with pytest.raises(sqlite3.IntegrityError):
             store.db.execute("UPDATE cells SET status = 'finished' WHERE id = ?", (CELL.id,))
 

@@ -152,9 +152,17 @@ def test_checkpoint_save_is_atomic_with_a_unique_temporary_name(tmp_path, monkey
     path = tmp_path / "cell.pt"
     state = new_state(cell(steps=10), CPU)
     state.checkpoint().save(path)
+    import tempfile
+
     seen = []
-    real_save = torch.save
-    monkeypatch.setattr(torch, "save", lambda obj, f: (seen.append(Path(f)), real_save(obj, f)))
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(**kwargs):
+        fd, name = real_mkstemp(**kwargs)
+        seen.append(Path(name))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     state.checkpoint().save(path)
     state.checkpoint().save(path)
     assert len(seen) == 2 and seen[0] != seen[1] and all(p.parent == tmp_path for p in seen)
@@ -163,7 +171,7 @@ def test_checkpoint_save_is_atomic_with_a_unique_temporary_name(tmp_path, monkey
     assert loaded.step == 0 and loaded.cell == state.cell.id
 
     def fail(obj, f):
-        Path(f).write_bytes(b"half")
+        f.write(b"half")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", fail)

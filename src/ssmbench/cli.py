@@ -7,6 +7,8 @@ and one line on standard error that says what is wrong.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +19,42 @@ import yaml
 from ssmbench.experiment.config import PRESETS, ConfigError
 from ssmbench.ops.scan import BACKENDS
 
+EXIT_CODES = """exit codes:
+  0    every cell finished (done)
+  1    a cell failed, diverged or ran out of memory (the store and report are still written),
+       or the output could not be written (closed pipe, full disk)
+  2    bad input: nothing was started; one line on stderr says what to fix
+  130  interrupted (Ctrl-C): rerun the same command to resume"""
+
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(**kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"ssmbench: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where the help already says where it comes from."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is False and action.nargs == 0:
+            return f"{text} (default: off)"
+        if action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ssmbench")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _list_of(kind: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
@@ -47,25 +81,60 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ssmbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ssmbench", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
+    parser.add_argument("--version", action="version", version=f"ssmbench {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _add_run(sub)
+    _add_bench(sub)
+    _add_store_readers(sub)
+    sub.add_parser(
+        "models", help="list the models: family, parameters, state size per layer, source"
+    )
+    sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
+    sub.add_parser("tasks", help="list the tasks with their parameters and defaults")
+    return parser
+
+
+def _add_run(sub: Any) -> None:
+    """`run`: what to train (the rest: how and where, in _add_run_options)."""
     run = sub.add_parser(
-        "run", help="train every model × task × length × lr × wd × seed, measure costs, report"
+        "run",
+        help="train every model × task × length × lr × wd × seed, measure costs, report",
+        epilog=EXIT_CODES,
     )
     run.add_argument(
-        "--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)"
+        "--preset",
+        help=f"one of {', '.join(PRESETS)} (default: the config file's preset:, else quick)",
     )
-    run.add_argument("--config", type=Path, help="YAML file overriding the preset")
-    run.add_argument("--models", type=_list_of(str, "model names"))
-    run.add_argument("--lengths", type=_list_of(int, "integers"))
-    run.add_argument("--seeds", type=_list_of(int, "integers"))
-    run.add_argument("--lrs", type=_list_of(float, "numbers"), help="learning rates to sweep")
+    run.add_argument("--config", type=Path, help="YAML file overriding the preset (default: none)")
     run.add_argument(
-        "--weight-decays", type=_list_of(float, "numbers"), help="weight decays to sweep"
+        "--models",
+        type=_list_of(str, "model names"),
+        help="comma-separated models (default: the preset's; see `ssmbench models`)",
     )
-    run.add_argument("--steps", type=int, help="maximum training steps per cell")
-    run.add_argument("--task", help="the task (see `ssmbench tasks`; default selective-copy)")
+    run.add_argument(
+        "--lengths",
+        type=_list_of(int, "integers"),
+        help="comma-separated sequence lengths (default: the preset's)",
+    )
+    run.add_argument(
+        "--seeds", type=_list_of(int, "integers"), help="comma-separated seeds (default: 0)"
+    )
+    run.add_argument(
+        "--lrs",
+        type=_list_of(float, "numbers"),
+        help="learning rates to sweep (default: the preset's)",
+    )
+    run.add_argument(
+        "--weight-decays",
+        type=_list_of(float, "numbers"),
+        help="weight decays to sweep (default: the preset's)",
+    )
+    run.add_argument(
+        "--steps", type=int, help="maximum training steps per cell (default: the preset's)"
+    )
+    run.add_argument("--task", help="the task (see `ssmbench tasks`; default: the preset's)")
     run.add_argument(
         "--task-param",
         action="append",
@@ -78,20 +147,31 @@ def _parser() -> argparse.ArgumentParser:
         type=_list_of(int, "integers"),
         help="lengths the best weights are tested at after training (training length included)",
     )
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--scan", choices=BACKENDS)
-    run.add_argument("--threads", type=int, help="torch threads per cell")
+    run.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="(default: the preset's, else auto)"
+    )
+    run.add_argument("--scan", choices=BACKENDS, help="selective-scan backend (default: auto)")
+    run.add_argument("--threads", type=int, help="torch threads per cell (default: cores/workers)")
+    _add_run_options(run)
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--plugins",
         type=_list_of(str, "module names"),
-        help="modules to import first; they may register more models",
+        help="modules to import first; they may register more models (default: none)",
     )
-    run.add_argument("--executor", choices=["local", "ray"])
-    run.add_argument("--workers", type=int, help="cells at once (local executor)")
-    run.add_argument("--ray-address", help="auto or HOST:PORT of a running Ray cluster")
+    run.add_argument("--executor", choices=["local", "ray"], help="(default: local)")
+    run.add_argument("--workers", type=int, help="cells at once, local executor (default: 1)")
+    run.add_argument(
+        "--ray-address",
+        help="auto or HOST:PORT of a running Ray cluster (default: start a local one)",
+    )
     run.add_argument("--ray-num-cpus", type=float, help="CPUs per cell on Ray (default 1)")
     run.add_argument("--ray-num-gpus", type=float, help="GPUs per CUDA cell on Ray (default 1)")
-    run.add_argument("--retries", type=int, help="Ray retries of a cell whose worker died")
+    run.add_argument(
+        "--retries", type=int, help="Ray retries of a cell whose worker died (default 0)"
+    )
     run.add_argument("--out", type=Path, help="output folder (default runs/PRESET)")
     run.add_argument(
         "--force",
@@ -104,33 +184,59 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the cells and a cost estimate from a few timed steps, then exit",
     )
+    run.add_argument(
+        "--skip-memory-check",
+        action="store_true",
+        help="start even if the largest cell's estimated memory exceeds what is free",
+    )
+    run.add_argument(
+        "--log-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="when stderr is not a terminal, a progress line per running cell at most this often",
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run is writing --out, wait for it instead of exiting with code 2",
+    )
 
+
+def _add_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="time, memory and utilization only, no training")
-    bench.add_argument("--models", type=_list_of(str, "model names"))
-    bench.add_argument("--lengths", type=_list_of(int, "integers"), default=[256, 512, 784])
-    bench.add_argument("--n-tokens", type=int, default=16)
-    bench.add_argument("--batch-size", type=int, default=64)
-    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--models", type=_list_of(str, "model names"), help="(default: every model)")
+    bench.add_argument(
+        "--lengths",
+        type=_list_of(int, "integers"),
+        default=[256, 512, 784],
+        help="comma-separated sequence lengths (default: 256,512,784)",
+    )
+    bench.add_argument("--n-tokens", type=int, default=16, help="tokens to copy")
+    bench.add_argument("--batch-size", type=int, default=64, help="sequences per step")
+    bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
+    bench.add_argument("--repeats", type=int, default=20, help="timed repeats per model")
     bench.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
 
+
+def _add_store_readers(sub: Any) -> None:
     report = sub.add_parser("report", help="redraw report.md and the plots from a store")
-    report.add_argument("out", type=Path)
+    report.add_argument("out", type=Path, help="folder holding results.sqlite (read only)")
+    report.add_argument(
+        "--to", type=Path, help="write report.md and img/ here (default: the store's folder)"
+    )
 
     export = sub.add_parser("export", help="print a store's results as csv, json or md")
-    export.add_argument("out", type=Path)
-    export.add_argument("--format", choices=["csv", "json", "md"], default="json")
+    export.add_argument("out", type=Path, help="folder holding results.sqlite (read only)")
+    export.add_argument(
+        "--format", choices=["csv", "json", "md"], default="json", help="output format"
+    )
     export.add_argument(
         "--summary",
         action="store_true",
         help="one row per model × task setting × length: chosen lr, mean, std, 95%% CI, costs",
     )
-
-    sub.add_parser("models", help="list the models with their parameter counts")
-    sub.add_parser("tasks", help="list the tasks with their parameters and defaults")
-    sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
-    return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,7 +272,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
     from ssmbench.experiment.config import load_config
-    from ssmbench.experiment.sweep import check_compatible, check_writable
+    from ssmbench.experiment.sweep import (
+        check_compatible,
+        check_not_a_checkout,
+        check_writable,
+    )
 
     config = load_config(args.preset, args.config, _overrides(args))
     if config.executor == "ray":
@@ -174,19 +284,54 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
 
         check_address(config.ray_address)
     else:
-        from ssmbench.experiment.measure import resolve_device
-
-        resolve_device(config.device)
+        _check_local_fit(config, args.skip_memory_check)
     out = args.out or Path("runs") / config.preset
     check_writable(out)
+    check_not_a_checkout(out, args.force)
     check_compatible(config, out, args.force)
     return config, out
+
+
+def _check_local_fit(config: Any, skip_memory_check: bool) -> None:
+    """Device, scan backend, memory and threads of a local sweep, before any cell starts."""
+    from ssmbench.experiment.measure import resolve_device
+    from ssmbench.experiment.preflight import check_memory, check_scan, threads_note
+
+    device = resolve_device(config.device)
+    check_scan(config, device)
+    if not skip_memory_check:
+        check_memory(config, device)
+    note = threads_note(config)
+    if note:
+        print(note, file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, config: Any, out: Path) -> int:
+    """Run the sweep: 0 if every cell is done, 1 if any failed, diverged or ran out of memory."""
+    from ssmbench.experiment.sweep import run_sweep, unfinished_cells
+
+    try:
+        run_sweep(config, out, force=args.force, wait=args.wait, log_every=args.log_every)
+    except ConfigError as e:  # e.g. another run holds the folder
+        print(f"ssmbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
+        return 130
+    report = _write_report(_store_at(out))
+    print(f"report: {report}")
+    unfinished = unfinished_cells(config, out)
+    if unfinished:
+        total = len(config.cells())
+        print(f"{len(unfinished)} of {total} cells did not finish: see {report}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _store_at(out: Path) -> Any:
     from ssmbench.experiment.store import FILENAME, Store
 
-    if not (out / FILENAME).is_file():
+    if not (out / FILENAME).exists():
         raise ConfigError(f"no results in {out}: run `ssmbench run --out {out}` first")
     store = Store(out / FILENAME, readonly=True)
     if store.outdated:
@@ -195,14 +340,42 @@ def _store_at(out: Path) -> Any:
     return store
 
 
-def _write_report(store: Any) -> Path:
+def _write_report(store: Any, to: Path | None = None) -> Path:
+    """report.md and img/ in `to` (default: the store's folder), from the store read only."""
     from ssmbench.experiment.sweep import report_meta
     from ssmbench.report import write_report
 
     with store:
-        return write_report(
-            store.rows(), store.curves(), report_meta(store), store.path.parent, store.costs()
-        )
+        rows, curves, costs = store.rows(), store.curves(), store.costs()
+        meta = report_meta(store)
+    return write_report(rows, curves, meta, to or store.path.parent, costs)
+
+
+def _write_out(args: argparse.Namespace, store: Any) -> int:
+    """report (files in --to or the store's folder) or export (stdout); the store is only read."""
+    if args.command == "export":
+        from ssmbench.report import export
+
+        with store:
+            try:
+                text = export(store.rows(), args.format, store.costs(), summary=args.summary)
+            except ValueError as e:  # e.g. a non-finite number, which JSON cannot hold
+                print(f"ssmbench: error: cannot export {args.out} as {args.format}: {e}; "
+                      "try --format csv", file=sys.stderr)  # fmt: skip
+                return 2
+        sys.stdout.write(text)
+        return 0
+    to = args.to or args.out
+    try:
+        path = _write_report(store, to)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        hint = "choose another --to" if args.to else "add --to DIR to write it elsewhere"
+        print(f"ssmbench: error: cannot write in {to} ({e.strerror}): {hint}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
 
 
 def _presets() -> None:
@@ -257,10 +430,15 @@ def run_bench_command(args: argparse.Namespace) -> None:
 
 
 def _models() -> None:
-    from ssmbench.models import build, n_params, names
+    """Every registered model at the default width (d_model 64, d_state 16, 2 layers)."""
+    from ssmbench.models import MODELS, build, n_params
 
-    for name in names():
-        print(f"{name:<18} {n_params(build(name, vocab_size=16)):>9,} parameters")
+    L = 1024
+    print(f"{'model':<18} {'family':<17} {'parameters':>10} {f'state (L={L})':>14}  source")
+    for name, spec in MODELS.items():
+        params = n_params(build(name, vocab_size=16))
+        state = spec.state(64, 16, L)
+        print(f"{name:<18} {spec.family:<17} {params:>10,} {state:>14,}  {spec.reference}")
 
 
 def _tasks() -> None:
@@ -276,6 +454,28 @@ def _tasks() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an unwritable output (closed pipe, full disk) ends with one line, code 1."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at interpreter exit
+        return code
+    except OSError as e:  # EPIPE, ENOSPC, EIO, EDQUOT...: the results in the store are safe
+        _silence_stdout()
+        where = e.filename or "standard output"
+        print(f"ssmbench: error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit does not fail again flushing it."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
@@ -299,21 +499,9 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(format_estimate(config, estimate(config)))
     elif args.command == "run":
-        from ssmbench.experiment.sweep import run_sweep
-
-        try:
-            run_sweep(config, out, force=args.force)
-        except KeyboardInterrupt:
-            print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
-            return 130
-        print(f"report: {_write_report(_store_at(out))}")
-    elif args.command == "report":
-        print(f"report: {_write_report(store)}")
-    elif args.command == "export":
-        from ssmbench.report import export
-
-        with store:
-            sys.stdout.write(export(store.rows(), args.format, store.costs(), summary=args.summary))
+        return _run(args, config, out)
+    elif args.command in ("report", "export"):
+        return _write_out(args, store)
     elif args.command == "bench":
         import torch
 

@@ -16,8 +16,7 @@ from ssmbench.experiment.measure import (
     measure,
     resolve_device,
 )
-from ssmbench.layers.s6 import S6
-from ssmbench.models import build, n_params, names
+from ssmbench.models import backends_of, build, get, n_params, names
 from ssmbench.ops.scan import resolve_backend
 from ssmbench.tasks import Task
 from ssmbench.tasks import build as build_task
@@ -64,14 +63,6 @@ RATIOS = [
     ("s6", "s4d-real", "peak_mem_mib", None),
     ("s4", "s4-lowrank", "train_ms", 2.0),
 ]
-DISPLAY = {
-    "mamba-s6": "Mamba-S6",
-    "mamba-s4d-real": "Mamba-S4D-Real",
-    "s6": "S6",
-    "s4d-real": "S4D-Real",
-    "s4": "S4",
-    "s4-lowrank": "S4-LowRank",
-}
 METRIC_NAMES = {"train_ms": "train time", "peak_mem_mib": "peak memory"}
 GROWTH_TARGET = {(256, 784): 3.5}  # train time at the long length / at the short, <= target
 
@@ -147,7 +138,8 @@ def bench(
                 torch.manual_seed(seed)
                 model = build(name, vocab_size, d_model, n_layers, d_state)
                 row["params"] = n_params(model)
-                if any(isinstance(module, S6) for module in model.modules()):
+                row.update(get(name).describe(d_model, d_state, task.seq_len))
+                if "selective-scan" in backends_of(model):
                     row["scan_backend"] = resolve_backend(torch_device)
                 row.update(measure(model, inputs, labels, torch_device, warmup, repeats))
             except torch.OutOfMemoryError as error:
@@ -201,6 +193,7 @@ def study_ratios(rows: list[dict]) -> list[dict]:
                     "seq_len": length,
                     "numerator": top,
                     "denominator": bottom,
+                    "label": f"{get(top).title} / {get(bottom).title}",
                     "metric": metric,
                     "ratio": ratio,
                     "study": study,

@@ -19,7 +19,7 @@ from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.measure import environment, measure, resolve_device
 from ssmbench.experiment.results import CellResult, Status
 from ssmbench.experiment.train import Diverged, Progress, build_model, train
-from ssmbench.layers.s6 import S6
+from ssmbench.models import backends_of, get
 from ssmbench.ops.scan import resolve_backend, set_default_backend
 
 CHECKPOINTS = "checkpoints"
@@ -45,10 +45,17 @@ def _prepare(cell: CellConfig) -> torch.device:
     return resolve_device(cell.device)
 
 
-def _describe(model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    uses_scan = any(isinstance(m, S6) for m in model.modules())
+def _describe(cell: CellConfig, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """Parameters, the registry's facts (display name, family, state size...), the environment,
+    and the selective-scan backend where the model's modules call the scan."""
+    arch = cell.arch
+    facts = get(cell.model).describe(
+        arch.d_model, arch.d_state, cell.seq_len, **arch.options.get(cell.model, {})
+    )
+    uses_scan = "selective-scan" in backends_of(model)
     return {
         "params": sum(p.numel() for p in model.parameters()),
+        **facts,
         **environment(device),
         "scan_backend": resolve_backend(device) if uses_scan else None,
     }
@@ -84,7 +91,7 @@ def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = Non
             "best_step": outcome.best_step,
             "train_s": outcome.train_s,
             "stop_reason": outcome.stop_reason,
-            **_describe(model, device),
+            **_describe(cell, model, device),
             "task_key": cell.task.key,
             **by_length_metrics(outcome.by_length),
             "started_at": started_at,
@@ -122,7 +129,7 @@ def measure_cell(cell: CellConfig) -> CellResult:
             "measured_from": started_at,
             "measured_to": time.time(),
         }
-        return CellResult(Status.DONE, metrics | _describe(model, device) | conditions)
+        return CellResult(Status.DONE, metrics | _describe(cell, model, device) | conditions)
     except Exception as e:  # noqa: BLE001 - a failed measurement is recorded, not raised
         return _failure(e, [])
 

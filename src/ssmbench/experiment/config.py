@@ -10,6 +10,7 @@ import copy
 import importlib
 import importlib.resources
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from ssmbench.experiment.task_config import DEFAULT_TASK, TASK_FIELD, TaskConfig
+from ssmbench.models import get as model_spec
 from ssmbench.models import names as model_names
 from ssmbench.ops.scan import BACKENDS
 from ssmbench.tasks import MAX_TRAIN_SEED
@@ -34,14 +36,48 @@ class ConfigError(ValueError):
     """A bad configuration: the message is one line that says what is wrong and how to fix it."""
 
 
+INT64 = (-(2**63), 2**63 - 1)  # what the store (SQLite INTEGER) and torch can hold
+
+
+def _check_int64(value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not INT64[0] <= value <= INT64[1]:
+            raise ValueError(f"{value} does not fit in a 64-bit integer (|x| < 2**63)")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_int64(item)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys refused, floats finite (no inf or nan), integers within int64."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _fits_int64(cls, value: Any) -> Any:
+        _check_int64(value)
+        return value
 
 
 class ArchConfig(_Strict):
     d_model: PositiveInt = 64
     n_layers: PositiveInt = 2
     d_state: PositiveInt = 16
+    # per-model options, e.g. {"mamba-s6": {"dt_rank": 8}}; `ssmbench models` names them
+    options: dict[str, dict[str, int | float | bool | str]] = {}
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for model, values in options.items():
+            model_spec(model).check_options(values)  # a ValueError names what is wrong
+        return options
+
+    def build_kwargs(self, model: str) -> dict[str, Any]:
+        """What models.build takes for `model`: the sizes and that model's options."""
+        sizes = {"d_model": self.d_model, "n_layers": self.n_layers, "d_state": self.d_state}
+        return {**sizes, **self.options.get(model, {})}
 
 
 class TrainConfig(_Strict):
@@ -268,18 +304,55 @@ def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]
     return _merge(base, update)
 
 
-def load_config(
-    preset: str = "quick", file: Path | None = None, overrides: dict[str, Any] | None = None
-) -> SweepConfig:
-    """Preset, then the YAML file on top, then command-line overrides; validated once."""
+def _choose_preset(asked: str | None, file: Path | None, in_file: Any) -> str:
+    """The preset to start from: the one asked for, else the YAML file's `preset:`, else quick."""
+    if in_file is not None and in_file not in PRESETS:
+        raise ConfigError(
+            f"config file {file}: unknown preset {in_file!r}; choose one of {', '.join(PRESETS)}"
+        )
+    if in_file is not None and asked is not None and in_file != asked:
+        raise ConfigError(
+            f"config file {file} says preset: {in_file} but --preset {asked} was given; "
+            "keep one of them"
+        )
+    preset = asked or in_file or "quick"
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return preset
+
+
+def _dedupe(data: dict[str, Any]) -> None:
+    """Drop repeated list entries (each cell runs once), with a note on stderr."""
+    for key in ("models", "lengths", "seeds", "lrs", "weight_decays"):
+        values = data.get(key)
+        plain = isinstance(values, list) and all(isinstance(v, str | int | float) for v in values)
+        if not plain:
+            continue
+        unique = list(dict.fromkeys(values))
+        if len(unique) < len(values):
+            data[key] = unique
+            shown = ",".join(map(str, unique))
+            print(f"note: repeated {key} dropped; running {key} {shown}", file=sys.stderr)
+
+
+def load_config(
+    preset: str | None = None,
+    file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> SweepConfig:
+    """Preset, then the YAML file on top, then command-line overrides; validated once.
+
+    A YAML file's `preset:` key chooses the preset it builds on (quick when none is named).
+    """
+    from_file = read_yaml(file) if file is not None else {}
+    preset = _choose_preset(preset, file, from_file.get("preset"))
     data = _merge({"preset": preset, **PRESETS[preset]}, {})
     source = f"preset {preset}"
     if file is not None:
-        data, source = _merge_layer(data, read_yaml(file)), str(file)
+        data, source = _merge_layer(data, from_file), str(file)
     if overrides:
         data, source = _merge_layer(data, overrides), "command line"
+    _dedupe(data)
     try:
         return SweepConfig.model_validate(data)
     except ValidationError as e:

@@ -11,13 +11,17 @@ any instant leaves each cell either finished once or not at all.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from ssmbench.experiment.config import CellConfig
-from ssmbench.experiment.results import CellResult, Status
+from ssmbench.experiment.config import CellConfig, ConfigError
+from ssmbench.experiment.results import FINISHED, CellResult, Status
+
+_FINISHED_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINISHED))
 
 _STATUS_WORDS = ", ".join(f"'{s.value}'" for s in Status)
 
@@ -50,24 +54,67 @@ SCHEMA_VERSION = 3  # 2: task, lr and weight decay per cell; costs measured apar
 # (n_tokens null for tasks without it)
 
 
+class StoreError(ConfigError):
+    """A results store that cannot be read; the message says what is wrong and what to do."""
+
+
+def journal_of(path: Path) -> Path:
+    return path.with_name(path.name + "-journal")
+
+
 def _identity(cell: CellConfig) -> tuple[str, str, str, int, int | None]:
     """id, model, task key, seq_len and n_tokens (None for a task without it)."""
     return (cell.id, cell.model, cell.task.key, cell.seq_len, cell.task.params.get("n_tokens"))
 
 
 class Store:
-    """A results store. A store written by an older layout is `outdated`: readable only after
-    `clear()`, which rebuilds it (the sweep's --force)."""
+    """The store at `path`. Read-only opens never change a byte on disk: a hot journal left by
+    a killed writer is rolled back in a private copy. Read-write opens let SQLite roll it back in
+    place. A file SQLite cannot read or repair raises StoreError. A store written by an older
+    layout is `outdated`: readable only after `clear()`, which rebuilds it (the sweep's --force).
+    """
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        if readonly:  # touches nothing on disk: for checks made before a run may write
-            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        else:
-            self.db = sqlite3.connect(self.path, timeout=30)
-            if not self._has_cells():
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if self.path.is_dir():
+            raise StoreError(
+                f"{self.path} is a folder, not a results store: move it away, "
+                "or `ssmbench run --force` sets it aside and starts a new store"
+            )
+        try:
+            self.db = self._connect(readonly)
+            self.db.row_factory = sqlite3.Row
+            if not readonly and not self._has_cells():
                 self._create()
-        self.db.row_factory = sqlite3.Row
+            self._check()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            why = " ".join(str(e).split())  # quick_check's report spans lines
+            raise StoreError(
+                f"{self.path} is damaged beyond SQLite's recovery ({why}); "
+                "`ssmbench run --force` sets it aside and starts a new store"
+            ) from None
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if not readonly:
+            return sqlite3.connect(self.path, timeout=30)  # rolls back a hot journal in place
+        journal = journal_of(self.path)
+        if not (journal.is_file() and journal.stat().st_size > 0):
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        self._scratch = tempfile.TemporaryDirectory(prefix="ssmbench-store-")
+        copy = Path(self._scratch.name) / self.path.name
+        shutil.copyfile(self.path, copy)
+        shutil.copyfile(journal, journal_of(copy))
+        return sqlite3.connect(copy)  # its first read rolls the copy's journal back
+
+    def _check(self) -> None:
+        (verdict,) = self.db.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(verdict)
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        if not {"meta", "cells"} <= {name for (name,) in self.db.execute(query)}:
+            raise sqlite3.DatabaseError("it holds no ssmbench tables")
 
     def _has_cells(self) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'"
@@ -84,7 +131,11 @@ class Store:
         return self._has_cells() and version != SCHEMA_VERSION
 
     def close(self) -> None:
-        self.db.close()
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     def __enter__(self) -> Store:
         return self
@@ -115,7 +166,10 @@ class Store:
         return None if row is None else Status(row["status"])
 
     def mark_running(self, cell: CellConfig) -> None:
-        """Record a cell as started (or restarted: attempts counts the starts)."""
+        """Record a cell as started (or restarted: attempts counts the starts).
+
+        A finished cell (done, diverged, oom) is left as it is: only `clear` (--force) undoes it.
+        """
         with self.db:
             self.db.execute(
                 """INSERT INTO cells (id, model, task, seq_len, n_tokens, lr, weight_decay, seed,
@@ -124,7 +178,10 @@ class Store:
                    ON CONFLICT(id) DO UPDATE SET status = excluded.status,
                        config = excluded.config,
                        metrics = NULL, error = NULL, attempts = attempts + 1,
-                       updated_at = excluded.updated_at""",
+                       updated_at = excluded.updated_at
+                   WHERE cells.status NOT IN ("""
+                + _FINISHED_SQL
+                + """)""",
                 (
                     *_identity(cell),
                     cell.train.lr,
@@ -140,8 +197,9 @@ class Store:
         """A cell's outcome, its metrics and its whole learning curve, in one transaction."""
         metrics, curve = result.metrics, result.curve
         with self.db:
-            self.db.execute(
-                "UPDATE cells SET status = ?, metrics = ?, error = ?, updated_at = ? WHERE id = ?",
+            updated = self.db.execute(
+                "UPDATE cells SET status = ?, metrics = ?, error = ?, updated_at = ? "
+                f"WHERE id = ? AND status NOT IN ({_FINISHED_SQL})",
                 (
                     Status(result.status).value,
                     json.dumps(metrics) if metrics else None,
@@ -150,6 +208,8 @@ class Store:
                     cell_id,
                 ),
             )
+            if updated.rowcount == 0:  # finished already (or unknown): never overwritten
+                return
             self.db.execute("DELETE FROM curves WHERE cell_id = ?", (cell_id,))
             self.db.executemany(
                 "INSERT INTO curves VALUES (?, ?, ?, ?, ?)",

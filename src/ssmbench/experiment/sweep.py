@@ -8,7 +8,9 @@ checkpoints). A folder made with another config is refused unless `force` wipes 
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,9 +18,10 @@ from pathlib import Path
 from ssmbench.experiment.cell import CHECKPOINTS
 from ssmbench.experiment.config import CellConfig, ConfigError, SweepConfig
 from ssmbench.experiment.executors import Executor
+from ssmbench.experiment.lock import folder_lock
 from ssmbench.experiment.progress import SweepDisplay
-from ssmbench.experiment.results import FINISHED, CellResult
-from ssmbench.experiment.store import FILENAME, Store
+from ssmbench.experiment.results import FINISHED, CellResult, Status
+from ssmbench.experiment.store import FILENAME, Store, StoreError, journal_of
 
 
 def check_writable(out: Path) -> None:
@@ -40,18 +43,29 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
+def check_not_a_checkout(out: Path, force: bool) -> None:
+    """Refuse to scatter a run's files into a folder of a git checkout (e.g. `--out .`).
+
+    A folder that does not exist yet, is empty or already holds a store is fine; --force allows
+    the rest (add the folder to .gitignore)."""
+    out = Path(out).resolve()
+    if force or not out.is_dir() or (out / FILENAME).exists() or not any(out.iterdir()):
+        return
+    for folder in (out, *out.parents):
+        if (folder / ".git").exists():
+            raise ConfigError(
+                f"--out {out} is a folder of the git checkout {folder} holding other files; "
+                "use a new folder such as runs/NAME (gitignored), or --force"
+            )
+
+
 def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
     """Refuse to mix results of different configs in one folder (read-only check)."""
     path = Path(out) / FILENAME
     if not path.exists() or force:
         return
-    try:
-        with Store(path, readonly=True) as store:
-            previous, outdated = store.get_meta("fingerprint"), store.outdated
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ConfigError(
-            f"{path} is not a readable ssmbench store ({e}); choose another --out"
-        ) from None
+    with Store(path, readonly=True) as store:  # StoreError if SQLite cannot read it
+        previous, outdated = store.get_meta("fingerprint"), store.outdated
     if outdated:
         raise ConfigError(
             f"{out} holds results of an older ssmbench; use another --out, "
@@ -64,9 +78,29 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
         )
 
 
+def set_aside(path: Path) -> Path:
+    """Move a damaged file or folder to a fresh `NAME.corrupt[-N]` beside it; returns that."""
+    aside, n = path.with_name(path.name + ".corrupt"), 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.corrupt-{n}"), n + 1
+    os.replace(path, aside)
+    return aside
+
+
 def open_store(config: SweepConfig, out: Path, force: bool) -> Store:
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(out / FILENAME)
+    path = out / FILENAME
+    try:
+        store = Store(path)
+    except StoreError as e:
+        if not force:
+            raise
+        journal = journal_of(path)
+        aside = set_aside(path)
+        if journal.exists():
+            os.replace(journal, journal_of(aside))
+        print(f"warning: {e.args[0].split(';')[0]}: moved to {aside.name}", file=sys.stderr)
+        store = Store(path)
     if force:  # start clean: no result, no checkpoint of an earlier run survives
         store.clear()
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
@@ -102,21 +136,36 @@ def cost_cells(config: SweepConfig) -> list[CellConfig]:
 
 
 def run_sweep(
-    config: SweepConfig, out: Path, force: bool = False, executor: Executor | None = None
+    config: SweepConfig,
+    out: Path,
+    force: bool = False,
+    executor: Executor | None = None,
+    wait: bool = False,
+    log_every: float = 10.0,
 ) -> None:
     """Train every unfinished cell (in parallel as the executor allows), then measure each
     unmeasured (model, input shape) once, one at a time, with no training job alive.
 
     Both phases record into the store as results arrive; the report is the caller's business.
+    The folder's writer lock is held throughout (ConfigError if another run holds it, unless
+    `wait`), so two runs never train or record the same folder's cells at once.
     """
     out = Path(out).resolve()  # workers may run elsewhere: Ray's start in their own folder
+    with folder_lock(out, wait):
+        check_compatible(config, out, force)  # the folder may have changed while we waited
+        _run_locked(config, out, force, executor, log_every)
+
+
+def _run_locked(
+    config: SweepConfig, out: Path, force: bool, executor: Executor | None, log_every: float
+) -> None:
     with open_store(config, out, force) as store:
         todo = [c for c in config.cells() if store.status(c.id) not in FINISHED]
         by_id = {c.id: c for c in todo}
         costs = [c for c in cost_cells(config) if store.cost_status(c.cost_id) not in FINISHED]
         costs = costs if config.measure.enabled else []
         by_cost_id = {c.cost_id: c for c in costs}
-        with SweepDisplay(total=len(todo) + len(costs)) as display:
+        with SweepDisplay(total=len(todo) + len(costs), log_every=log_every) as display:
 
             def emit(kind: str, cell_id: str, payload: object) -> None:
                 if kind == "start":
@@ -143,3 +192,9 @@ def run_sweep(
 
 def report_meta(store: Store) -> dict[str, object]:
     return {key: store.get_meta(key) for key in ("preset", "config", "created_at")}
+
+
+def unfinished_cells(config: SweepConfig, out: Path) -> list[str]:
+    """Ids of the config's cells that are not done (failed, diverged, oom, or never run)."""
+    with Store(Path(out) / FILENAME, readonly=True) as store:
+        return [c.id for c in config.cells() if store.status(c.id) != Status.DONE]

@@ -18,7 +18,6 @@ import copy
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from ssmbench.experiment.config import CellConfig, TrainConfig
+from ssmbench.files import atomic_write
 from ssmbench.models import build
 from ssmbench.models.autoencoder import with_readout
 from ssmbench.tasks import Score, Task, loss, score
@@ -83,24 +83,6 @@ class TrainOutcome:
     by_length: dict[int, dict[str, Any]] = field(default_factory=dict)  # L -> accuracy, ...
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` to a unique temporary file beside `path`, then rename it over `path`.
-
-    The unique name (mkstemp) lets two writers race without one renaming the other's file away;
-    readers see the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class Checkpoint:
     """Everything needed to continue a cell's training exactly where it stopped."""
@@ -119,7 +101,8 @@ class Checkpoint:
 
     def save(self, path: Path) -> None:
         atomic_write(
-            path, lambda tmp: torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
+            path,
+            lambda file: torch.save({f.name: getattr(self, f.name) for f in fields(self)}, file),
         )
 
     @classmethod
@@ -246,7 +229,7 @@ class TrainState:
 
 def build_model(cell: CellConfig, task: Task) -> nn.Module:
     """The cell's model with the task's readout (the model's own head, or MAD's autoencoder)."""
-    model = build(cell.model, task.vocab_size, **cell.arch.model_dump())
+    model = build(cell.model, task.vocab_size, **cell.arch.build_kwargs(cell.model))
     return with_readout(model, task.readout)
 
 

@@ -3,6 +3,9 @@
 Each head rotates the pair (q_{2i}, q_{2i+1}) at position t by the angle t * 10000^{-2i/d_head}
 (the same for k), so q_s . k_t depends on positions only through s - t; then
 softmax(q k^T / sqrt(d_head)) v with keys restricted to t <= s.
+
+Variants: `rope=False` leaves positions to the model (learned absolute positions, the Mamba
+paper's MHA-Abs); `window=w > 0` is sliding-window attention, keys restricted to s - w < t <= s.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int = 2) -> None:
+    def __init__(self, d_model: int, n_heads: int = 2, rope: bool = True, window: int = 0) -> None:
         super().__init__()
         if d_model % n_heads or (d_model // n_heads) % 2:
             raise ValueError(
                 f"d_model ({d_model}) must split into n_heads ({n_heads}) heads of even size"
             )
-        self.n_heads = n_heads
+        self.n_heads, self.rope, self.window = n_heads, rope, window
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
@@ -38,5 +41,13 @@ class CausalSelfAttention(nn.Module):
         B, L, D = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, Dh) each
-        y = F.scaled_dot_product_attention(rotary(q), rotary(k), v, is_causal=True)
+        if self.rope:
+            q, k = rotary(q), rotary(k)
+        if self.window:
+            t = torch.arange(L, device=x.device)
+            lag = t[:, None] - t[None, :]  # (L, L): query position - key position
+            mask = (lag >= 0) & (lag < self.window)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(B, L, D))

@@ -135,14 +135,23 @@ class S4LowRank(LTIMixer):
     """Diagonal plus low rank A = diag(Lambda) - P P^* over N modes (N/2 stored, plus conjugates).
 
     Lambda, P, B, C trainable, complex, per channel, init from HiPPO-LegS in its DPLR form
-    (hippo_legs_dplr; C random). Re(Lambda) = -exp(log_neg_Lambda_real) < 0 keeps A stable.
+    (hippo_legs_dplr; C random), with Im(B) clipped to [-b_clip, b_clip] as upstream s4's
+    B_clip = 2. Re(Lambda) = -exp(log_neg_Lambda_real) < 0 keeps A stable.
     Bilinear discretization; kernel by Cauchy sums + Woodbury at the roots of unity.
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        b_clip: float = 2.0,
+    ):
         super().__init__(d_model, d_state, dt_min, dt_max)
         M = d_state // 2
         Lambda, P, B = (x[:M] for x in hippo_legs_dplr(d_state)[:3])  # (N/2,) each
+        B = torch.complex(B.real, B.imag.clamp(-b_clip, b_clip))
         self.log_neg_Lambda_real = self.per_channel(torch.log(-Lambda.real))  # (H, N/2)
         self.Lambda_imag = self.per_channel(Lambda.imag)
         self.P, self.B = self.per_channel(P), self.per_channel(B)

@@ -1,4 +1,7 @@
-"""LSTM (Hochreiter & Schmidhuber 1997) as a sequence mixer: torch's nn.LSTM, outputs only."""
+"""LSTM (Hochreiter & Schmidhuber 1997) as a sequence mixer: torch's nn.LSTM, outputs only.
+
+With a hidden size other than d_model, a linear map takes the hidden states back to d_model.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ from torch import nn
 
 
 class LSTM(nn.Module):
-    def __init__(self, d_model: int) -> None:
+    def __init__(self, d_model: int, hidden: int | None = None) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(d_model, d_model, batch_first=True)
+        hidden = hidden or d_model
+        self.lstm = nn.LSTM(d_model, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, d_model) if hidden != d_model else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, D) -> (B, L, D)."""
-        return self.lstm(x)[0]
+        return self.out(self.lstm(x)[0])  # (B, L, hidden) -> (B, L, D)

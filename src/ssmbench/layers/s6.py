@@ -23,6 +23,8 @@ from ssmbench.ops.scan import selective_scan
 
 
 class S6(nn.Module):
+    kernels = ("selective-scan",)  # read by models.backends_of: the recorded scan backend
+
     def __init__(
         self,
         d_model: int,

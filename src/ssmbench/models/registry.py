@@ -1,74 +1,121 @@
-"""The registry: every model by name. Adding a model is one mixer file and one line below.
+"""The registry: every model by name, with the facts the rest of ssmbench needs about it.
 
-Each entry maps (d_model, d_state, **overrides) to the residual sublayers of one backbone layer.
+A model is one `ModelSpec`: how to build one backbone layer's sublayers (`make_layers(d_model,
+d_state, **options)`), its display name, family (for grouping), mixer and block (for colours and
+line styles), reference (paper and upstream file), and `state_size`: the recurrent state one
+sequence keeps per layer, in elements, at a given length (zoology's efficiency axis; for attention
+the KV cache). Which kernel backends a model calls is read from its modules (`backends_of`), so
+it is right for plugins too. Adding a model is one mixer file and one entry in `models/zoo.py`,
+or `register(ModelSpec(...))` from a plugin module.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-from ssmbench.layers.attention import CausalSelfAttention
-from ssmbench.layers.lti import S4, S4D, S4LowRank
-from ssmbench.layers.mlp import GatedMLP
-from ssmbench.layers.recurrent import LSTM
-from ssmbench.layers.s6 import S6
 from ssmbench.models.backbone import SequenceModel
-from ssmbench.models.blocks import MambaBlock, SSMBlock
 
-SSMS: dict[str, Callable[..., nn.Module]] = {
-    "s4": S4,
-    "s4d-real": partial(S4D, init="real"),
-    "s4d-inv": partial(S4D, init="inv"),
-    "s4-lowrank": S4LowRank,
-    "s6": S6,
-}
+MakeLayers = Callable[..., list[nn.Module]]
 
 
-def _ssm(kind: str, d_model: int, d_state: int) -> list[nn.Module]:
-    return [SSMBlock(d_model, SSMS[kind](d_model, d_state))]
+def no_state(d_model: int, d_state: int, seq_len: int, **options: Any) -> int:
+    """A model that keeps nothing between positions (its state size is 0)."""
+    return 0
 
 
-def _mamba(
-    kind: str, d_model: int, d_state: int, expand: int = 2, d_conv: int = 4
-) -> list[nn.Module]:
-    make_ssm = partial(SSMS[kind], d_state=d_state)
-    return [MambaBlock(d_model, make_ssm, expand=expand, d_conv=d_conv)]
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    make_layers: MakeLayers  # (d_model, d_state, **options) -> one layer's sublayers
+    state_size: Callable[..., int] = no_state  # (d_model, d_state, seq_len, **options) -> int
+    display_name: str = ""  # '' means the name
+    family: str = "other"  # e.g. lti-ssm, selective-ssm, long-conv, attention, linear-attention
+    mixer: str = ""  # the sequence-mixing core (same colour across blocks); '' means the name
+    block: str = "none"  # the block around the mixer: none, ssm, mamba, h3, mamba2, transformer
+    reference: str = ""  # paper, and the upstream file the layer follows
+    study: bool = False  # one of the twelve models of the study that ssmbench reproduces
+    positions: int = 0  # > 0: learned absolute position embeddings for this many positions
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+    def options(self) -> dict[str, Any]:
+        """The model's options (keyword parameters of make_layers) and their defaults."""
+        params = list(inspect.signature(self.make_layers).parameters.values())[2:]
+        return {p.name: p.default for p in params}
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """All options, the given ones over the defaults; an unknown one is an error."""
+        allowed = self.options()
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"model {self.name!r} takes no option {', '.join(unknown)}; "
+                f"its options: {', '.join(allowed) or 'none'}"
+            )
+        return {**allowed, **options}
+
+    def state(self, d_model: int, d_state: int, seq_len: int, **options: Any) -> int:
+        """Recurrent state per sequence per layer (elements) at length seq_len."""
+        return int(self.state_size(d_model, d_state, seq_len, **self.check_options(options)))
+
+    def describe(self, d_model: int, d_state: int, seq_len: int, **options: Any) -> dict:
+        """The facts recorded with every result row (report/ reads them from there)."""
+        return {
+            "display_name": self.title,
+            "family": self.family,
+            "mixer": self.mixer or self.name,
+            "block": self.block,
+            "state_size": self.state(d_model, d_state, seq_len, **options),
+        }
 
 
-def _gated_mlp(d_model: int, d_state: int, expand: int = 2) -> list[nn.Module]:
-    return [GatedMLP(d_model, expand)]
+MODELS: dict[str, ModelSpec] = {}
 
 
-def _transformer(d_model: int, d_state: int, n_heads: int = 2, expand: int = 2) -> list[nn.Module]:
-    return [CausalSelfAttention(d_model, n_heads), GatedMLP(d_model, expand)]
+def register(spec: ModelSpec | str, make_layers: MakeLayers | None = None) -> ModelSpec:
+    """Add a model: a ModelSpec, or (name, make_layers) for a bare model with default facts."""
+    if isinstance(spec, str):
+        if make_layers is None:
+            raise ValueError("register(name, make_layers) needs make_layers")
+        spec = ModelSpec(spec, make_layers)
+    if spec.name in MODELS:
+        raise ValueError(f"a model named {spec.name!r} is already registered")
+    MODELS[spec.name] = spec
+    return spec
 
 
-def _lstm(d_model: int, d_state: int) -> list[nn.Module]:
-    return [LSTM(d_model)]
-
-
-MODELS: dict[str, Callable[..., list[nn.Module]]] = {
-    **{kind: partial(_ssm, kind) for kind in SSMS},
-    **{f"mamba-{kind}": partial(_mamba, kind) for kind in SSMS if kind != "s4"},
-    "gated-mlp": _gated_mlp,
-    "transformer": _transformer,
-    "lstm": _lstm,
-}
-
-
-def register(name: str, make_layers: Callable[..., list[nn.Module]]) -> None:
-    """Add a model: `make_layers(d_model, d_state, **options)` gives one layer's sublayers."""
-    if name in MODELS:
-        raise ValueError(f"a model named {name!r} is already registered")
-    MODELS[name] = make_layers
+@contextmanager
+def restored_registry() -> Iterator[dict[str, ModelSpec]]:
+    """Whatever is registered inside the block is gone after it (for tests and plugins)."""
+    saved = dict(MODELS)
+    try:
+        yield MODELS
+    finally:
+        MODELS.clear()
+        MODELS.update(saved)
 
 
 def names() -> list[str]:
     return list(MODELS)
+
+
+def study_names() -> list[str]:
+    """The twelve models of the study, in the study's order."""
+    return [name for name, spec in MODELS.items() if spec.study]
+
+
+def get(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name]
 
 
 def build(
@@ -77,19 +124,11 @@ def build(
     d_model: int = 64,
     n_layers: int = 2,
     d_state: int = 16,
-    **overrides: int,
+    **overrides: Any,
 ) -> SequenceModel:
     """A model mapping tokens (B, T) int64 to logits (B, T, vocab_size)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    make_layer = MODELS[name]
-    allowed = list(inspect.signature(make_layer).parameters)[2:]
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"model {name!r} takes no option {', '.join(unknown)}; "
-            f"its options: {', '.join(allowed) or 'none'}"
-        )
+    spec = get(name)
+    spec.check_options(overrides)
     for key, value in (
         ("vocab_size", vocab_size),
         ("d_model", d_model),
@@ -98,8 +137,14 @@ def build(
     ):
         if value < 1:
             raise ValueError(f"{key} must be >= 1, got {value}")
-    layers = [m for _ in range(n_layers) for m in make_layer(d_model, d_state, **overrides)]
-    return SequenceModel(vocab_size, d_model, layers)
+    layers = [m for _ in range(n_layers) for m in spec.make_layers(d_model, d_state, **overrides)]
+    return SequenceModel(vocab_size, d_model, layers, positions=spec.positions)
+
+
+def backends_of(model: nn.Module) -> list[str]:
+    """The kernel families a built model calls, from its modules' `kernels` class attribute."""
+    found = {k for m in model.modules() for k in getattr(type(m), "kernels", ())}
+    return sorted(found)
 
 
 def n_params(model: nn.Module) -> int:

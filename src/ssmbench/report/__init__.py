@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from ssmbench.files import atomic_write
 from ssmbench.report.export import export
 from ssmbench.report.markdown import report_markdown
 from ssmbench.report.plots import figures
 
 __all__ = ["export", "write_report"]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename it over `path` in one step."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_report(
@@ -40,7 +24,8 @@ def write_report(
     out_dir = Path(out_dir)
     (out_dir / "img").mkdir(parents=True, exist_ok=True)
     for name, png in figures(rows, curves, costs).items():
-        _write_atomic(out_dir / "img" / name, png)
+        atomic_write(out_dir / "img" / name, lambda f, png=png: f.write(png))
     report = out_dir / "report.md"
-    _write_atomic(report, report_markdown(rows, curves, meta, costs).encode())
+    text = report_markdown(rows, curves, meta, costs).encode()
+    atomic_write(report, lambda f: f.write(text))
     return report

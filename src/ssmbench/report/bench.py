@@ -3,7 +3,7 @@ the growth of the training-step time with length."""
 
 from __future__ import annotations
 
-from ssmbench.experiment.bench import DISPLAY, METRIC_NAMES
+from ssmbench.experiment.bench import METRIC_NAMES
 
 
 def _cell(value: object, digits: int = 2) -> str:
@@ -72,7 +72,7 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
     }
     costs = [[_with_error(row)[key] for key in cost_columns.values()] for row in rows]
     ratio_lines = [
-        [r["seq_len"], f"{DISPLAY[r['numerator']]} / {DISPLAY[r['denominator']]}",
+        [r["seq_len"], r["label"],
          METRIC_NAMES[r["metric"]], r["ratio"], r["study"], _limit(r["target"]), r["meets_target"]]
         for r in ratios
     ]  # fmt: skip

@@ -99,7 +99,7 @@ def bar_chart(rows: list[dict], metric: Metric) -> bytes:
     if metric.scale == 100:  # a share in %: the whole scale
         ax.set_ylim(0, 102)
     ax.set_ylabel(label)
-    ax.set_xticks(range(len(models)), [display_name(m) for m in models])
+    ax.set_xticks(range(len(models)), [display_name(m, rows) for m in models])
     ax.set_xlim(-0.5, len(models) - 0.5)  # room for status words where no bar is
     ax.tick_params(axis="x", labelrotation=30)
     for tick in ax.get_xticklabels():
@@ -111,24 +111,19 @@ def bar_chart(rows: list[dict], metric: Metric) -> bytes:
     return _png(fig)
 
 
-# A tab10 colour per SSM kind, shared with its Mamba block, whose lines are dashed.
-TAB10_INDEX = {
-    "s4d-real": 0,
-    "s4d-inv": 1,
-    "s4-lowrank": 2,
-    "s6": 3,
-    "gated-mlp": 4,
-    "transformer": 5,
-    "lstm": 6,
-    "s4": 7,
-}
+LINESTYLES = {"none": "-", "ssm": "-", "mamba": "--", "h3": ":", "mamba2": "-."}
 
 
-def _line_style(model: str) -> dict:
-    """The same colour for a model in every panel; a Mamba block dashed in its SSM's colour."""
-    kind = model.removeprefix("mamba-")
-    index = TAB10_INDEX.get(kind, 8 + sum(map(ord, kind)) % 2)
-    return {"color": colormaps["tab10"](index), "linestyle": "-" if kind == model else "--"}
+def _line_styles(rows: list[dict]) -> dict[str, dict]:
+    """A colour per mixer (its rows' `mixer`, else the model id) in order of first appearance,
+    shared by every block around it; the block (rows' `block`) sets the line style."""
+    facts = {r["model"]: (r.get("mixer") or r["model"], r.get("block") or "none") for r in rows}
+    mixers = list(dict.fromkeys(mixer for mixer, _ in facts.values()))
+    palette = colormaps["tab10" if len(mixers) <= 10 else "tab20"]
+    return {
+        model: {"color": palette(mixers.index(mixer)), "linestyle": LINESTYLES.get(block, "-")}
+        for model, (mixer, block) in facts.items()
+    }
 
 
 def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
@@ -143,6 +138,7 @@ def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
 
     axes = fig.subplots(1, len(cols), sharey=True, squeeze=False)[0]
     models = model_order(with_curves)
+    styles = _line_styles(with_curves)
     for ax, col in zip(axes, cols, strict=True):
         for row in with_curves:
             if column_of(row) != col:
@@ -152,7 +148,7 @@ def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
             ax.plot(
                 [p["step"] for p in points],
                 [100 * p["val_accuracy"] for p in points],
-                **_line_style(row["model"]),
+                **styles[row["model"]],
                 linewidth=1.3,
             )
         ax.set_title(column_label(col, cols))
@@ -160,7 +156,7 @@ def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation accuracy (%, per token)")
     axes[0].set_ylim(0, 102)
-    handles = [Line2D([], [], **_line_style(m), label=display_name(m)) for m in models]
+    handles = [Line2D([], [], **styles[m], label=display_name(m, rows)) for m in models]
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
     return _png(fig)
 
@@ -184,7 +180,8 @@ def lr_sensitivity(choices: list[Choice]) -> bytes:
     if not cols:
         _no_data(fig.add_subplot())
         return _png(fig)
-    models = model_order([{"model": c.model} for c in choices])
+    like_rows = [{"model": c.model, "display_name": c.display_name, **c.facts} for c in choices]
+    models, styles = model_order(like_rows), _line_styles(like_rows)
     for ax, col in zip(_panels(fig, len(cols)), cols, strict=True):
         for c in choices:
             if (c.task, c.seq_len) != col:
@@ -194,14 +191,16 @@ def lr_sensitivity(choices: list[Choice]) -> bytes:
                 if p.val is not None:
                     best[p.lr] = max(best.get(p.lr, -1.0), 100 * p.val.mean)
             lrs = sorted(best)
-            ax.plot(lrs, [best[lr] for lr in lrs], marker="o", **_line_style(c.model))
+            ax.plot(lrs, [best[lr] for lr in lrs], marker="o", **styles[c.model])
         ax.set_xscale("log")
         ax.set_title(column_label(col, cols), fontsize=9)
         ax.set_xlabel("learning rate")
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 102)
     fig.axes[0].set_ylabel("validation accuracy (%)")
-    handles = [Line2D([], [], **_line_style(m), marker="o", label=display_name(m)) for m in models]
+    handles = [
+        Line2D([], [], **styles[m], marker="o", label=display_name(m, like_rows)) for m in models
+    ]
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
     return _png(fig)
 
@@ -212,10 +211,12 @@ def along(choices: list[Choice], task_name: str, axis: str) -> bytes:
     ax = fig.add_subplot()
     ax.set_title(f"{task_name}: test accuracy at the chosen lr against {axis}")
     lines = along_axis(choices, task_name, axis)
+    like_rows = [{"model": c.model, "display_name": c.display_name, **c.facts} for c in choices]
+    styles = _line_styles(like_rows)
     for model in model_order([{"model": m} for m in lines]):
         xs = list(lines[model])
-        ax.plot(xs, [100 * lines[model][x] for x in xs], marker="o", **_line_style(model),
-                label=display_name(model))  # fmt: skip
+        ax.plot(xs, [100 * lines[model][x] for x in xs], marker="o", **styles[model],
+                label=display_name(model, like_rows))  # fmt: skip
     if all(isinstance(x, (int, float)) and x > 0 for v in lines.values() for x in v):
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -245,6 +246,6 @@ def figures(
         for axis in axes:
             charts[difficulty_image(task_name, axis)] = along(choices, task_name, axis)
     for key, per_model in length_results(chosen).items():
-        style = {model: _line_style(model) for model in per_model}
+        style = _line_styles([{"model": model} for model in per_model])
         charts[LENGTH_IMAGE.format(key=key)] = _png(length_chart(key, per_model, style))
     return charts

@@ -5,7 +5,7 @@ of that choice (mean, std, 95% CI, n), the leaderboard of MAD scores, and the su
 from __future__ import annotations
 
 from ssmbench.report.stats import Choice, Estimate, Score, setting_of
-from ssmbench.report.tables import display_name, markdown_table, model_order
+from ssmbench.report.tables import markdown_table, model_order
 
 COST_FIELDS = (
     "train_ms", "train_ms_iqr", "infer_ms", "infer_ms_iqr", "peak_mem_mib", "reserved_mem_mib",
@@ -64,7 +64,7 @@ def choice_table(choices: list[Choice]) -> str:
             [
                 c.task,
                 str(c.seq_len),
-                display_name(c.model),
+                c.display_name or c.model,
                 f"{point.lr:g}" if point else "—",
                 f"{point.weight_decay:g}" if point else "—",
                 str(len(c.points)),
@@ -75,14 +75,14 @@ def choice_table(choices: list[Choice]) -> str:
     return markdown_table(header, body, ["<", ">", "<", ">", ">", ">", ">", ">"])
 
 
-def leaderboard_table(found: list[Score]) -> str:
+def leaderboard_table(found: list[Score], names: dict[str, str] | None = None) -> str:
     """Models by MAD score (%), with the per-task means it averages."""
     tasks = sorted({name for s in found for name in s.per_task})
     header = ["Rank", "Model", "Score (%)", *tasks, "settings"]
     body = [
         [
             str(i),
-            display_name(s.model),
+            (names or {}).get(s.model) or s.model,
             _pct(s.score),
             *(_pct(s.per_task.get(t)) for t in tasks),
             str(s.settings),

@@ -70,6 +70,8 @@ class Choice:
     seq_len: int
     chosen: GridPoint | None  # None when no point has a finished seed
     points: list[GridPoint] = field(default_factory=list)
+    display_name: str = ""  # the registry's, as its rows recorded it ('' for old rows)
+    facts: dict[str, Any] = field(default_factory=dict)  # its rows' mixer and block (plot styles)
 
     @property
     def status(self) -> str:
@@ -110,7 +112,10 @@ def choose(rows: list[dict]) -> list[Choice]:
         chosen = max(scored, key=lambda p: p.val.mean) if scored else None  # type: ignore[union-attr]
         params = dict((next(iter(grid.values()))[0].get("config") or {}).get("task", {}))
         name = str(params.pop("name", task))
-        choices.append(Choice(model, task, name, params, seq_len, chosen, points))
+        first = next(iter(grid.values()))[0]
+        facts = {key: first.get(key) for key in ("mixer", "block")}
+        title = first.get("display_name") or ""
+        choices.append(Choice(model, task, name, params, seq_len, chosen, points, title, facts))
     return choices
 
 

@@ -13,25 +13,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ssmbench.experiment.results import FAILURES, Status
 
-MODEL_NAMES = {
-    "s4": "S4",
-    "s4d-real": "S4D Real",
-    "s4d-inv": "S4D Inv",
-    "s4-lowrank": "S4 Low Rank",
-    "s6": "S6",
-    "mamba-s4d-real": "Mamba S4D Real",
-    "mamba-s4d-inv": "Mamba S4D Inv",
-    "mamba-s4-lowrank": "Mamba S4 LR",
-    "mamba-s6": "Mamba S6",
-    "gated-mlp": "Gated MLP",
-    "transformer": "Transformer",
-    "lstm": "LSTM",
-}
 FAILED = tuple(sorted(s.value for s in FAILURES))
 CURVES_IMAGE = "learning_curves.png"
 
@@ -133,14 +120,15 @@ def get_metric(key: str) -> Metric:
     return METRICS[key]
 
 
-def display_name(model: str) -> str:
-    return MODEL_NAMES.get(model, model)
+def display_name(model: str, rows: Iterable[dict] = ()) -> str:
+    """The display name its rows record (the registry's, saved with each result), else the id."""
+    names = (r.get("display_name") for r in rows if r["model"] == model)
+    return next((name for name in names if name), model)
 
 
 def model_order(rows: list[dict]) -> list[str]:
-    """The models present: registry order first, unknown ids after them, sorted."""
-    present = {row["model"] for row in rows}
-    return [m for m in MODEL_NAMES if m in present] + sorted(present - set(MODEL_NAMES))
+    """The models present, in the order the rows first name them (the sweep's model order)."""
+    return list(dict.fromkeys(row["model"] for row in rows))
 
 
 def column_of(row: dict) -> Column:
@@ -219,7 +207,9 @@ def metric_table(rows: list[dict], metric: str) -> str:
         return shown if len(cell.values) == n_usual else f"{shown} (n={len(cell.values)})"
 
     header = [spec.label_for(devices(rows)), *(column_label(c, cols) for c in cols)]
-    body = [[display_name(m), *(text(cells.get((m, c))) for c in cols)] for m in model_order(rows)]
+    body = [
+        [display_name(m, rows), *(text(cells.get((m, c))) for c in cols)] for m in model_order(rows)
+    ]
     table = markdown_table(header, body, ["<", *(">" for _ in cols)])
     footnote = (
         f"n={n_usual} finished seeds per cell (mean ± sample std when n ≥ 2); (n=k) marks a "
@@ -298,7 +288,7 @@ def failure_table(rows: list[dict]) -> str:
 
     body = [
         [
-            display_name(r["model"]),
+            display_name(r["model"], rows),
             r["task"],
             str(r["seq_len"]),
             shown(r, "lr"),

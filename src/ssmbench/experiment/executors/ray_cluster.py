@@ -49,9 +49,36 @@ def check_address(address: str | None) -> None:
     if not host or not port.isdigit():
         raise ConfigError(f"--ray-address must be auto or HOST:PORT, got {address!r}")
     try:
-        socket.create_connection((host, int(port)), timeout=3).close()
+        speaks_grpc = _speaks_grpc(host, int(port))
     except OSError as e:
         raise ConfigError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
+    if not speaks_grpc:
+        raise ConfigError(
+            f"{address} answers, but not as a Ray cluster (no gRPC reply within "
+            f"{_PROBE_S:g} s); give the address `ray start --head` printed"
+        )
+
+
+# The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its client
+# server are gRPC) must answer with a SETTINGS frame (frame type 4) before anything else.
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_PROBE_S = 3.0
+
+
+def _speaks_grpc(host: str, port: int) -> bool:
+    """True when HOST:PORT answers the HTTP/2 preface as a gRPC server does; OSError if closed."""
+    with socket.create_connection((host, port), timeout=_PROBE_S) as conn:
+        try:
+            conn.sendall(_H2_HELLO)
+            head = b""
+            while len(head) < 9:
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+        except (TimeoutError, ConnectionResetError, BrokenPipeError):
+            return False
+    return head[3] == 4
 
 
 class RayExecutor:

@@ -1,0 +1,93 @@
+"""The Mamba-2 block (Dao & Gu 2024), following mamba_ssm `modules/mamba2_simple.py`.
+
+E = expand·D inner channels in H heads of size P, G groups of B/C shared by H/G heads each:
+
+    z, xBC, dt = W_in u                       # (E,), (E + 2GN,), (H,)
+    x, B, C = split(SiLU(conv1d_causal(xBC)))  # (H, P), (G, N), (G, N)
+    Δ = softplus(dt + dt_bias);  A = -exp(A_log)   # (H,): a scalar times identity per head
+    h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t^T  (N, P per head);  y_t = C_t h_t + D x_t   (SSD)
+    out = W_out RMSNorm(y ⊙ SiLU(z))
+
+SSD runs as chunked linear attention (ops.linear_attention, the chunked form of `ssd_minimal.py`)
+with q = C, k = B, v = Δ·x and the scalar log-decay Δ·A.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssmbench.ops.linear_attention import linear_attention
+
+
+def ssd(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk: int = 64,
+) -> torch.Tensor:
+    """x (b, L, H, P), dt (b, L, H), A (H,), B and C (b, L, G, N) -> y (b, L, H, P), no D."""
+    H, G = x.shape[2], B.shape[2]
+    B, C = (X.repeat_interleave(H // G, dim=2).transpose(1, 2) for X in (B, C))  # (b, H, L, N)
+    v = (x * dt[..., None]).transpose(1, 2)  # (b, H, L, P)
+    log_decay = (dt * A).transpose(1, 2)[..., None]  # (b, H, L, 1)
+    return linear_attention(C, B, v, log_decay, chunk=chunk).transpose(1, 2)  # (b, L, H, P)
+
+
+class Mamba2(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        expand: int = 2,
+        headdim: int = 64,
+        ngroups: int = 1,
+        d_conv: int = 4,
+        chunk: int = 64,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ) -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.headdim = min(headdim, self.d_inner)  # fewer, smaller heads at small widths
+        if self.d_inner % self.headdim or (self.d_inner // self.headdim) % ngroups:
+            raise ValueError(
+                f"d_inner ({self.d_inner}) must split into heads of {self.headdim} in "
+                f"{ngroups} groups"
+            )
+        self.n_heads, self.ngroups, self.d_state, self.chunk = (
+            self.d_inner // self.headdim, ngroups, d_state, chunk)  # fmt: skip
+        conv_dim = self.d_inner + 2 * ngroups * d_state
+        self.in_proj = nn.Linear(d_model, self.d_inner + conv_dim + self.n_heads, bias=False)
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1)
+        log_dt = torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        dt = log_dt.exp().clamp(min=1e-4)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^{-1}(dt), (H,)
+        self.A_log = nn.Parameter(torch.empty(self.n_heads).uniform_(1, 16).log())  # (H,)
+        self.D = nn.Parameter(torch.ones(self.n_heads))  # (H,)
+        self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u (b, L, D) -> (b, L, D)."""
+        b, L, _ = u.shape
+        GN = self.ngroups * self.d_state
+        z, xBC, dt = self.in_proj(u).split([self.d_inner, self.d_inner + 2 * GN, self.n_heads], -1)
+        xBC = F.silu(self.conv1d(xBC.mT)[..., :L].mT)  # (b, L, E + 2GN), causal
+        x, B, C = xBC.split([self.d_inner, GN, GN], dim=-1)
+        x = x.view(b, L, self.n_heads, self.headdim)  # (b, L, H, P)
+        dt = F.softplus(dt + self.dt_bias)  # (b, L, H)
+        B, C = (X.view(b, L, self.ngroups, self.d_state) for X in (B, C))  # (b, L, G, N)
+        dtype = torch.promote_types(u.dtype, torch.float32)  # the scan never in half precision
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            A = -torch.exp(self.A_log.to(dtype))  # (H,)
+            y = ssd(*(X.to(dtype) for X in (x, dt)), A, B.to(dtype), C.to(dtype), self.chunk)
+        y = y + self.D[:, None] * x  # (b, L, H, P)
+        y = y.reshape(b, L, self.d_inner) * F.silu(z)  # gate, then normalize (as upstream)
+        y = F.rms_norm(y, (self.d_inner,), self.norm_weight, eps=1e-5)
+        return self.out_proj(y)  # (b, L, D)

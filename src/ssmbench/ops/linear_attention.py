@@ -1,0 +1,86 @@
+"""Gated linear attention: the recurrence behind GLA, RetNet, Based's linear attention and Mamba-2.
+
+Per batch and head, with queries q_t, keys k_t (K,), values v_t (V,) and log-decays a_t <= 0 (K,,
+or a scalar broadcast over K), the state S_t (K, V) and output o_t (V,) are
+
+    S_t = diag(exp(a_t)) S_{t-1} + k_t v_t^T,   S_{-1} = 0
+    o_t = S_t^T q_t = sum_{s<=t} (q_t ⊙ exp(b_t - b_s)) · k_s  v_s,   b_t = a_0 + ... + a_t.
+
+GLA (Yang et al. 2024) learns a_t per key channel; RetNet (Sun et al. 2023) fixes a scalar per
+head; Mamba-2's SSD (Dao & Gu 2024) is the scalar case with q = C, k = B, v = Δ·x, a = Δ·A.
+
+`linear_attention` computes it in chunks of length c (the chunked form of mamba_ssm's
+`ssd_minimal.py` and fla's `chunk_gla`): inside a chunk the quadratic form with the decays
+exp(b_i - b_j), j <= i, taken from differences (never exp of a positive number); across chunks a
+sequential recurrence over L/c chunk states. `linear_attention_reference` is the plain recurrence.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check(q, k, v, log_decay) -> None:
+    if q.shape != k.shape or q.shape[:-1] != v.shape[:-1] or q.dim() != 4:
+        raise ValueError(
+            f"need q, k (B, H, L, K) and v (B, H, L, V); got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if log_decay.shape[:-1] != q.shape[:-1] or log_decay.shape[-1] not in (1, q.shape[-1]):
+        raise ValueError(
+            f"log_decay must be (B, H, L, K) or (B, H, L, 1), got {tuple(log_decay.shape)}"
+        )
+
+
+def linear_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor
+) -> torch.Tensor:
+    """The recurrence, one step at a time. q, k (B, H, L, K), v (B, H, L, V), log_decay
+    (B, H, L, K) or (B, H, L, 1) -> o (B, H, L, V)."""
+    _check(q, k, v, log_decay)
+    B, H, L, K = q.shape
+    S = q.new_zeros(B, H, K, v.shape[-1])  # (B, H, K, V)
+    out = []
+    for t in range(L):
+        S = log_decay[:, :, t, :, None].exp() * S + k[:, :, t, :, None] * v[:, :, t, None, :]
+        out.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t], S))  # (B, H, V)
+    return torch.stack(out, dim=2)  # (B, H, L, V)
+
+
+def _chunks(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(B, H, L, X) -> (B, H, n, c, X), zero-padded at the end to n·c positions."""
+    L = x.shape[2]
+    x = F.pad(x, (0, 0, 0, -L % c))
+    return x.unflatten(2, (x.shape[2] // c, c))
+
+
+def linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    chunk: int = 32,
+) -> torch.Tensor:
+    """The chunked form; same signature and result as linear_attention_reference."""
+    _check(q, k, v, log_decay)
+    L = q.shape[2]
+    q, k, v, a = (_chunks(x, chunk) for x in (q, k, v, log_decay))  # (B, H, n, c, ·)
+    b = a.cumsum(dim=3)  # (B, H, n, c, K|1), decay from the chunk's start through i
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()  # (c, c)
+    diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~causal[..., None], -torch.inf)
+    if a.shape[-1] == 1:  # scalar decay per head: scores = (q k^T) ⊙ exp(b_i - b_j)
+        scores = (q @ k.mT) * diff[..., 0].exp()  # (B, H, n, c, c)
+    else:
+        scores = torch.einsum("...ik,...jk,...ijk->...ij", q, k, diff.exp())  # (B, H, n, c, c)
+    out = scores @ v  # (B, H, n, c, V): the part from inside each chunk
+    last = b[..., -1:, :]  # (B, H, n, 1, K|1)
+    states = (k * (last - b).exp()).mT @ v  # (B, H, n, K, V): each chunk's own contribution
+    q_in = q * b.exp()  # (B, H, n, c, K): queries decayed back to the chunk's start
+    S = q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1])  # (B, H, K, V)
+    inter = []
+    for i in range(q.shape[2]):
+        inter.append(q_in[:, :, i] @ S)  # (B, H, c, V): the part from earlier chunks
+        S = last[:, :, i, 0, :, None].exp() * S + states[:, :, i]
+    out = out + torch.stack(inter, dim=2)
+    return out.flatten(2, 3)[:, :, :L]  # (B, H, L, V)
