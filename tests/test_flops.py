@@ -52,8 +52,8 @@ def test_a_training_step_counts_more_than_its_matmuls_alone(name):
     (the scan, the FFTs) on top of what FlopCounterMode sees."""
     torch.manual_seed(0)
     model = build(name, 8, d_model=8, n_layers=1, d_state=4)
-    inputs, targets = torch.randint(0, 8, (2, 12)), torch.randint(0, 8, (2, 3))
-    total = train_step_flops(model, inputs, targets)
+    inputs, labels = torch.randint(0, 8, (2, 12)), torch.randint(0, 8, (2, 12))
+    total = train_step_flops(model, inputs, labels)
     from torch.utils.flop_counter import FlopCounterMode
 
     from ssmbench.experiment.config import TrainConfig
@@ -61,7 +61,7 @@ def test_a_training_step_counts_more_than_its_matmuls_alone(name):
 
     optimizer = make_optimizer(model, TrainConfig())
     with FlopCounterMode(display=False) as plain:
-        train_step(model, optimizer, inputs, targets, TrainConfig(), 0)
+        train_step(model, optimizer, inputs, labels, TrainConfig(), 0)
     assert total > 0
     if name == "transformer":
         assert total == plain.get_total_flops()

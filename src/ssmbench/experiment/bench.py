@@ -25,7 +25,8 @@ from ssmbench.experiment.measure import (
 )
 from ssmbench.models import backends_of, build, get, n_params, names
 from ssmbench.ops.scan import resolve_backend
-from ssmbench.tasks.copying import SelectiveCopy
+from ssmbench.tasks import Task
+from ssmbench.tasks import build as build_task
 
 # The study's published Results tables (/work/shared/study/results.md: FilippoOlivo/SSM,
 # results_description.md; one NVIDIA RTX A4000, batch 64, 16 tokens), by sequence length.
@@ -82,7 +83,7 @@ def checked_tasks(
     batch_size: int,
     warmup: int,
     repeats: int,
-) -> list[SelectiveCopy]:
+) -> list[Task]:
     """The task at each length, once every argument is known good (ValueError otherwise)."""
     if not models or not lengths:
         raise ValueError("bench needs at least one model and one length")
@@ -92,7 +93,10 @@ def checked_tasks(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_counts(warmup, repeats)
-    return [SelectiveCopy(length, n_tokens, vocab_size) for length in lengths]
+    return [
+        build_task("selective-copy", seq_len=length, n_tokens=n_tokens, vocab_size=vocab_size)
+        for length in lengths
+    ]
 
 
 def bench(
@@ -123,7 +127,7 @@ def bench(
     arch = {"d_model": d_model, "n_layers": n_layers, "d_state": d_state}
     rows = []
     for task in tasks:
-        inputs, targets = task.sample(batch_size, torch.Generator().manual_seed(seed))
+        inputs, labels = task.sample(batch_size, torch.Generator().manual_seed(seed), train=True)
         for name, compiled in itertools.product(models, compile_modes):
             row = {
                 "model": name,
@@ -144,7 +148,7 @@ def bench(
                 **env,
             }
             how = (seed, warmup, repeats, compiled, task.seq_len)
-            row.update(_measure_model(name, vocab_size, arch, inputs, targets, torch_device,
+            row.update(_measure_model(name, vocab_size, arch, inputs, labels, torch_device,
                                       how, peak))  # fmt: skip
             rows.append(row)
             if on_row is not None:

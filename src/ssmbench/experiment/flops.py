@@ -100,14 +100,14 @@ def matmul_peak_gflops(device: torch.device, n: int = MATMUL_N, repeats: int = 5
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def train_step_flops(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> int:
+def train_step_flops(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> int:
     """FLOPs of one training step (the trainer's, default TrainConfig) of a copy of `model`."""
     from ssmbench.experiment.config import TrainConfig
     from ssmbench.experiment.train import make_optimizer, train_step
 
     trainee = copy.deepcopy(model).train()
     optimizer = make_optimizer(trainee, TrainConfig())
-    return count_flops(lambda: train_step(trainee, optimizer, inputs, targets, TrainConfig(), 0))
+    return count_flops(lambda: train_step(trainee, optimizer, inputs, labels, TrainConfig(), 0))
 
 
 def distance_from_peak(flops: int, step_ms: float, tokens: int, peak_gflops: float) -> dict:
