@@ -121,10 +121,10 @@ BAD = {
     "word lr in sweep": (["--lrs", "fast"], "comma-separated numbers"),
     "negative weight decay": (["--weight-decays", "-0.1"], "weight_decays.0"),
     "zero steps": (["--steps", "0"], "train.max_steps"),
-    "vocab below 3": ("task:\n  vocab_size: 2\n", "task.vocab_size"),
+    "vocab below 3": ("task:\n  vocab_size: 2\n", "task: selective-copy: vocab_size"),
     "zero lr": ("train:\n  lr: 0\n", "train.lr"),
     "negative lr": ("train:\n  lr: -1.0e-3\n", "train.lr"),
-    "zero tokens": ("task:\n  n_tokens: 0\n", "task.n_tokens"),
+    "zero tokens": ("task:\n  n_tokens: 0\n", "task: selective-copy: n_tokens"),
     "unknown yaml key": ("train:\n  learning_rate: 0.1\n", "train.learning_rate: unknown key"),
     "malformed yaml": ("train: [lr: 0.1\n", "not valid YAML"),
     "yaml not a mapping": ("- 1\n- 2\n", "must hold a mapping"),
@@ -188,7 +188,8 @@ def test_other_config_folder_is_refused_then_forced(existing, capsys):
     assert main(["run", "--preset", "smoke", "--out", str(existing)]) == 2
     assert "different config" in capsys.readouterr().err
     (existing / "checkpoints").mkdir()
-    (existing / "checkpoints" / "lstm_L8_M2_s0.pt").write_bytes(b"garbage")  # --force drops it
+    garbage = existing / "checkpoints" / "lstm_selective-copy-M2-V8_L8_s0.pt"
+    garbage.write_bytes(b"garbage")  # --force drops it
     assert (
         main(
             [

@@ -64,8 +64,9 @@ def one_thread():
 def batch(seq_len: int = 24, n_tokens: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randint(0, 16, (4, seq_len), generator=generator)
-    targets = torch.randint(0, 16, (4, n_tokens), generator=generator)
-    return inputs, targets
+    labels = torch.full((4, seq_len), -100)  # scored at the last n_tokens positions only
+    labels[:, -n_tokens:] = torch.randint(0, 16, (4, n_tokens), generator=generator)
+    return inputs, labels
 
 
 def test_summarize_is_median_and_interquartile_range():
@@ -238,7 +239,7 @@ def bench_args(**changes) -> argparse.Namespace:
 def test_bench_command_checks_its_arguments_then_prints_tables_or_json(capsys):
     with pytest.raises(ValueError, match="unknown model"):
         validate_bench_args(bench_args(models=["no-such-model"]))
-    with pytest.raises(ValueError, match="seq_len must be >= 1"):
+    with pytest.raises(ValueError, match="seq_len: Input should be greater than 0"):
         validate_bench_args(bench_args(lengths=[0]))
     with pytest.raises(ValueError, match="--threads must be >= 1"):
         validate_bench_args(bench_args(threads=0))

@@ -237,8 +237,31 @@ def test_export_json_round_trips(rows: list[dict]) -> None:
     records = json.loads(export(rows, "json"))
     assert len(records) == len(rows)
     by_id = {record["id"]: record for record in records}
+    task_fields = {
+        "task_name",
+        "task_params",
+        *(f"{m}_by_length" for m in ("accuracy", "exact_match", "status")),
+    }
     for row in rows:
-        assert by_id[row["id"]] == row  # every field, the config nested, None as null
+        record = by_id[row["id"]]
+        assert {k: v for k, v in record.items() if k not in task_fields} == row  # every field
+        assert record["task_name"] == "selective-copy" and "vocab_size" in record["task_params"]
+
+
+def test_export_gains_task_parameters_and_accuracy_by_length(rows: list[dict]) -> None:
+    row = {
+        **rows[0],
+        "task": "mqar-KV4-V64-a0.01-rnq1",
+        "config": {**rows[0]["config"], "task": {"name": "mqar", "num_kv_pairs": 4}},
+        "accuracy_by_length": {"256": 0.5, "1024": None},
+        "status_by_length": {"256": "done", "1024": "oom"},
+    }
+    [record] = json.loads(export([row], "json"))
+    assert (record["task_name"], record["task_params"]) == ("mqar", {"num_kv_pairs": 4})
+    assert record["accuracy_by_length"] == {"256": 0.5, "1024": None}
+    [line] = list(csv.DictReader(io.StringIO(export([row], "csv"))))
+    assert json.loads(line["status_by_length"]) == {"256": "done", "1024": "oom"}
+    assert line["task"] == "mqar-KV4-V64-a0.01-rnq1"
 
 
 def test_export_csv_has_one_row_per_cell(rows: list[dict]) -> None:

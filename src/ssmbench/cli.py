@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
+
 from ssmbench.experiment.config import PRESETS, ConfigError
 from ssmbench.ops.scan import BACKENDS
 
@@ -67,6 +69,17 @@ def _list_of(kind: Callable[[str], Any], what: str) -> Callable[[str], list[Any]
     return parse
 
 
+def _key_value(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE read as YAML (16 -> int, 0.2 -> float, true -> bool)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ssmbench", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"ssmbench {_version()}")
@@ -79,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "models", help="list the models: family, parameters, state size per layer, source"
     )
     sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
+    sub.add_parser("tasks", help="list the tasks with their parameters and defaults")
     return parser
 
 
@@ -119,6 +133,19 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument(
         "--steps", type=int, help="maximum training steps per cell (default: the preset's)"
+    )
+    run.add_argument("--task", help="the task (see `ssmbench tasks`; default: the preset's)")
+    run.add_argument(
+        "--task-param",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="a task parameter (repeatable), e.g. --task-param num_kv_pairs=16",
+    )
+    run.add_argument(
+        "--eval-lengths",
+        type=_list_of(int, "integers"),
+        help="lengths the best weights are tested at after training (training length included)",
     )
     run.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="(default: the preset's, else auto)"
@@ -233,6 +260,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {k: v for k, v in flat.items() if v is not None}
     if args.steps is not None:
         overrides["train"] = {"max_steps": args.steps}
+    if args.eval_lengths is not None:
+        overrides["eval_lengths"] = args.eval_lengths
+    task = dict(args.task_param or [])
+    if args.task is not None:
+        task["name"] = args.task
+    if task:
+        overrides["task"] = task
     return overrides
 
 
@@ -407,6 +441,18 @@ def _models() -> None:
         print(f"{name:<18} {spec.family:<17} {params:>10,} {state:>14,}  {spec.reference}")
 
 
+def _tasks() -> None:
+    from ssmbench.tasks import names, parameters, task_class
+
+    for name in names():
+        cls = task_class(name)
+        length = cls.model_fields["seq_len"].default
+        usual = f"; usual length {length}" if isinstance(length, int) else ""
+        print(f"{name:<24} {cls.summary} [{cls.source}{usual}]")
+        for key, (default, description) in parameters(name).items():
+            print(f"    {key:<20} {default!s:<8} {description}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command; an unwritable output (closed pipe, full disk) ends with one line, code 1."""
     try:
@@ -444,6 +490,8 @@ def _main(argv: list[str] | None = None) -> int:
 
     if args.command == "models":
         _models()
+    elif args.command == "tasks":
+        _tasks()
     elif args.command == "presets":
         _presets()
     elif args.command == "run" and args.dry_run:

@@ -18,7 +18,8 @@ from ssmbench.experiment.measure import (
 )
 from ssmbench.models import backends_of, build, get, n_params, names
 from ssmbench.ops.scan import resolve_backend
-from ssmbench.tasks.copying import SelectiveCopy
+from ssmbench.tasks import Task
+from ssmbench.tasks import build as build_task
 
 # The study's published Results tables (/work/shared/study/results.md: FilippoOlivo/SSM,
 # results_description.md; one NVIDIA RTX A4000, batch 64, 16 tokens), by sequence length.
@@ -74,7 +75,7 @@ def checked_tasks(
     batch_size: int,
     warmup: int,
     repeats: int,
-) -> list[SelectiveCopy]:
+) -> list[Task]:
     """The task at each length, once every argument is known good (ValueError otherwise)."""
     if not models or not lengths:
         raise ValueError("bench needs at least one model and one length")
@@ -84,7 +85,10 @@ def checked_tasks(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_counts(warmup, repeats)
-    return [SelectiveCopy(length, n_tokens, vocab_size) for length in lengths]
+    return [
+        build_task("selective-copy", seq_len=length, n_tokens=n_tokens, vocab_size=vocab_size)
+        for length in lengths
+    ]
 
 
 def bench(
@@ -110,7 +114,7 @@ def bench(
     env = environment(torch_device)
     rows = []
     for task in tasks:
-        inputs, targets = task.sample(batch_size, torch.Generator().manual_seed(seed))
+        inputs, labels = task.sample(batch_size, torch.Generator().manual_seed(seed), train=True)
         for name in models:
             row = {
                 "model": name,
@@ -137,7 +141,7 @@ def bench(
                 row.update(get(name).describe(d_model, d_state, task.seq_len))
                 if "selective-scan" in backends_of(model):
                     row["scan_backend"] = resolve_backend(torch_device)
-                row.update(measure(model, inputs, targets, torch_device, warmup, repeats))
+                row.update(measure(model, inputs, labels, torch_device, warmup, repeats))
             except torch.OutOfMemoryError as error:
                 row.update(status="oom", error=f"{type(error).__name__}: {error}")
             except Exception as error:  # one model's failure must not stop the others

@@ -18,16 +18,23 @@ import torch
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.measure import environment, measure, resolve_device
 from ssmbench.experiment.results import CellResult, Status
-from ssmbench.experiment.train import Diverged, Progress, train
-from ssmbench.models import backends_of, build, get
+from ssmbench.experiment.train import Diverged, Progress, build_model, train
+from ssmbench.models import backends_of, get
 from ssmbench.ops.scan import resolve_backend, set_default_backend
-from ssmbench.tasks import make_task
 
 CHECKPOINTS = "checkpoints"
 
 
 def checkpoint_path(out_dir: Path, cell_id: str) -> Path:
     return Path(out_dir) / CHECKPOINTS / (cell_id.replace("/", "_") + ".pt")
+
+
+def by_length_metrics(by_length: dict[int, dict[str, Any]]) -> dict[str, dict[int, Any]]:
+    """accuracy_by_length, exact_match_by_length (None where oom) and status_by_length."""
+    return {
+        f"{name}_by_length": {length: result[name] for length, result in by_length.items()}
+        for name in ("accuracy", "exact_match", "status")
+    }
 
 
 def _prepare(cell: CellConfig) -> torch.device:
@@ -85,6 +92,8 @@ def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = Non
             "train_s": outcome.train_s,
             "stop_reason": outcome.stop_reason,
             **_describe(cell, model, device),
+            "task_key": cell.task.key,
+            **by_length_metrics(outcome.by_length),
             "started_at": started_at,
             "ended_at": time.time(),
         }
@@ -105,12 +114,13 @@ def measure_cell(cell: CellConfig) -> CellResult:
         device = _prepare(cell)
         load_avg = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         torch.manual_seed(cell.seed)
-        model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model))
-        model = model.to(device)
-        task = make_task(cell.task.name, cell.seq_len, cell.task.n_tokens, cell.task.vocab_size)
-        inputs, targets = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0))
+        task = cell.task.build(cell.seq_len)
+        model = build_model(cell, task).to(device)
+        inputs, labels = task.sample(
+            cell.train.batch_size, torch.Generator().manual_seed(0), train=True
+        )
         hp, spec = cell.train, cell.measure
-        metrics = measure(model, inputs, targets, device, spec.warmup, spec.repeats, hp)
+        metrics = measure(model, inputs, labels, device, spec.warmup, spec.repeats, hp)
         conditions = {
             "batch_size": hp.batch_size,
             "load_avg_1min": load_avg,

@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from ssmbench.experiment.task_config import DEFAULT_TASK, TASK_FIELD, TaskConfig
 from ssmbench.models import get as model_spec
 from ssmbench.models import names as model_names
 from ssmbench.ops.scan import BACKENDS
-from ssmbench.tasks import MAX_TRAIN_SEED, TASKS
+from ssmbench.tasks import MAX_TRAIN_SEED
 
 
 class ConfigError(ValueError):
@@ -49,17 +58,6 @@ class _Strict(BaseModel):
     def _fits_int64(cls, value: Any) -> Any:
         _check_int64(value)
         return value
-
-
-class TaskConfig(_Strict):
-    name: Literal[tuple(TASKS)] = "selective-copy"  # type: ignore[valid-type]
-    n_tokens: PositiveInt = 16
-    vocab_size: int = Field(16, ge=3)
-
-    @property
-    def key(self) -> str:
-        """The task and its parameters other than seq_len, e.g. 'selective-copy-M16-V16'."""
-        return f"{self.name}-M{self.n_tokens}-V{self.vocab_size}"
 
 
 class ArchConfig(_Strict):
@@ -97,6 +95,7 @@ class TrainConfig(_Strict):
     checkpoint_every: PositiveInt = 1_000
     val_size: PositiveInt = 1_024
     test_size: PositiveInt = 1_024
+    length_test_size: PositiveInt | None = None  # test set at other lengths (None: test_size)
 
 
 class MeasureConfig(_Strict):
@@ -107,13 +106,15 @@ class MeasureConfig(_Strict):
 
 class _Cell(_Strict):
     plugins: list[str] = []  # modules imported first: they may register more models
-    task: TaskConfig = TaskConfig()
+    task: TaskConfig = TASK_FIELD
     arch: ArchConfig = ArchConfig()
     train: TrainConfig = TrainConfig()
     measure: MeasureConfig = MeasureConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     scan: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
     threads: PositiveInt | None = None
+    # lengths the best weights are tested at after training (the training length always is)
+    eval_lengths: list[Annotated[int, Field(strict=True, gt=0)]] = []
 
     @field_validator("plugins")
     @classmethod
@@ -186,6 +187,16 @@ class SweepConfig(_Cell):
         if bad:
             raise ValueError(f"seeds must be in [0, 2**40), got {bad}")
         return seeds
+
+    @model_validator(mode="after")
+    def _task_fits_every_length(self) -> SweepConfig:
+        for task in self.settings():
+            for length in sorted({*self.lengths, *self.eval_lengths}):
+                try:
+                    task.build(length)
+                except ValueError as e:
+                    raise ValueError(f"length {length} does not fit the task: {e}") from None
+        return self
 
     def settings(self) -> list[TaskConfig]:
         """The task settings swept."""
@@ -283,6 +294,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`_merge`, except that naming another task replaces the task section instead of merging
+    into it (the preset's parameters belong to its own task)."""
+    task = update.get("task")
+    old_name = (base.get("task") or {}).get("name", DEFAULT_TASK)
+    if isinstance(task, dict) and task.get("name", old_name) != old_name:
+        base = {key: value for key, value in base.items() if key != "task"}
+    return _merge(base, update)
+
+
 def _choose_preset(asked: str | None, file: Path | None, in_file: Any) -> str:
     """The preset to start from: the one asked for, else the YAML file's `preset:`, else quick."""
     if in_file is not None and in_file not in PRESETS:
@@ -328,9 +349,9 @@ def load_config(
     data = _merge({"preset": preset, **PRESETS[preset]}, {})
     source = f"preset {preset}"
     if file is not None:
-        data, source = _merge(data, from_file), str(file)
+        data, source = _merge_layer(data, from_file), str(file)
     if overrides:
-        data, source = _merge(data, overrides), "command line"
+        data, source = _merge_layer(data, overrides), "command line"
     _dedupe(data)
     try:
         return SweepConfig.model_validate(data)

@@ -17,8 +17,7 @@ import torch
 
 from ssmbench.experiment.config import CellConfig, SweepConfig
 from ssmbench.experiment.measure import measure, resolve_device
-from ssmbench.models import build
-from ssmbench.tasks import make_task
+from ssmbench.experiment.train import build_model
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,9 @@ def estimate(config: SweepConfig, steps: int = 3) -> list[ShapeEstimate]:
         cell = cells[0]
         device = resolve_device(cell.device)
         torch.manual_seed(cell.seed)
-        model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model))
-        task = make_task(cell.task.name, cell.seq_len, cell.task.n_tokens, cell.task.vocab_size)
-        batch = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0))
+        task = cell.task.build(cell.seq_len)
+        model = build_model(cell, task)
+        batch = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0), train=True)
         cost = measure(model, *batch, device, warmup=1, repeats=steps, hp=cell.train)
         found.append(ShapeEstimate(cell, len(cells), cost["train_ms"], cost["infer_ms"]))
     return found

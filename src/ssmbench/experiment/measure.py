@@ -3,7 +3,7 @@
 Every model is measured by the same procedure, apart from training, on one batch drawn once by
 the caller (data generation is never timed):
 
-    train step = forward, cross-entropy of logits[:, -M:] against targets (B, M), backward,
+    train step = forward, the task loss (cross-entropy where labels != -100), backward,
                  gradient clipping and the optimizer step of the given TrainConfig (its
                  optimizer, weight decay, clipping and warm-up schedule; a fresh optimizer on a
                  deep copy, so the caller's model is untouched)
@@ -270,18 +270,18 @@ class Utilization:
 def measure(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    labels: Tensor,
     device: torch.device,
     warmup: int = 3,
     repeats: int = 20,
     hp: TrainConfig | None = None,
 ) -> dict:
     """Cost of one training step (as `hp` trains; TrainConfig() by default) and one inference
-    step of `model` on inputs (B, T) -> targets (B, M), where the model maps tokens (B, T) to
+    step of `model` on inputs (B, T) and labels (B, T), where the model maps tokens (B, T) to
     logits (B, T, V). Keys: MEASURES, each as the module docstring defines it."""
     hp = hp or TrainConfig()
     check_counts(warmup, repeats)
-    inputs, targets = inputs.to(device), targets.to(device)
+    inputs, labels = inputs.to(device), labels.to(device)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -293,7 +293,7 @@ def measure(
         steps = iter(range(1 << 62))
 
         def step() -> None:
-            train_step(trainee, optimizer, inputs, targets, hp, next(steps))
+            train_step(trainee, optimizer, inputs, labels, hp, next(steps))
 
         return trainee, step
 

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cells (
     id TEXT PRIMARY KEY,
     model TEXT NOT NULL, task TEXT NOT NULL, seq_len INTEGER NOT NULL,
-    n_tokens INTEGER NOT NULL, lr REAL NOT NULL, weight_decay REAL NOT NULL, seed INTEGER NOT NULL,
+    n_tokens INTEGER, lr REAL NOT NULL, weight_decay REAL NOT NULL, seed INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN ({_STATUS_WORDS})),
     config TEXT NOT NULL, metrics TEXT, error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS curves (
 );
 CREATE TABLE IF NOT EXISTS costs (
     id TEXT PRIMARY KEY,
-    model TEXT NOT NULL, task TEXT NOT NULL, seq_len INTEGER NOT NULL, n_tokens INTEGER NOT NULL,
+    model TEXT NOT NULL, task TEXT NOT NULL, seq_len INTEGER NOT NULL, n_tokens INTEGER,
     status TEXT NOT NULL CHECK (status IN ({_STATUS_WORDS})),
     config TEXT NOT NULL, metrics TEXT, error TEXT, updated_at REAL NOT NULL
 );
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS costs (
 IDENTITY = ("id", "model", "task", "seq_len", "n_tokens", "lr", "weight_decay", "seed")
 
 FILENAME = "results.sqlite"
-SCHEMA_VERSION = 2  # 2: task, lr and weight decay per cell; costs measured apart
+SCHEMA_VERSION = 3  # 2: task, lr and weight decay per cell; costs measured apart; 3: any task
+# (n_tokens null for tasks without it)
 
 
 class StoreError(ConfigError):
@@ -61,8 +62,9 @@ def journal_of(path: Path) -> Path:
     return path.with_name(path.name + "-journal")
 
 
-def _identity(cell: CellConfig) -> tuple[str, str, str, int, int]:
-    return (cell.id, cell.model, cell.task.key, cell.seq_len, cell.task.n_tokens)
+def _identity(cell: CellConfig) -> tuple[str, str, str, int, int | None]:
+    """id, model, task key, seq_len and n_tokens (None for a task without it)."""
+    return (cell.id, cell.model, cell.task.key, cell.seq_len, cell.task.params.get("n_tokens"))
 
 
 class Store:

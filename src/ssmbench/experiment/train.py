@@ -1,8 +1,10 @@
-"""Training one cell: Adam on fresh batches, periodic validation, early stopping, checkpoints.
+"""Training one cell: Adam on the task's training stream, validation, early stopping, checkpoints.
 
-The objective is the cross-entropy of the M target tokens predicted at the M marker positions;
-accuracy is per target token (the study's metric), exact match counts sequences with all M right.
-The best-validation weights are kept and scored on the fixed test set.
+Nothing here knows a task's layout: the task gives (inputs, labels) with -100 where nothing is
+scored, and the loss, per-token accuracy and exact match come from `ssmbench.tasks.metrics`. The
+model is trained on the task's training labels and scored on its evaluation labels. The
+best-validation weights are kept and scored on the fixed test set, then on a fixed test set at
+each evaluation length (a length that does not fit in memory is recorded as oom).
 
 A checkpoint holds everything the loop needs to continue bit-identically (weights, optimizer,
 best weights, early-stopping state, curve, both random generators). One that cannot be loaded
@@ -24,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ssmbench.experiment.config import CellConfig, TrainConfig
 from ssmbench.files import atomic_write
 from ssmbench.models import build
-from ssmbench.tasks import make_task
+from ssmbench.models.autoencoder import with_readout
+from ssmbench.tasks import Score, Task, loss, score
+from ssmbench.tasks.data import Batch, TrainingStream, fixed_test_set, held_out
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -77,6 +80,7 @@ class TrainOutcome:
     train_s: float
     stop_reason: str
     curve: list[dict[str, float]] = field(default_factory=list)
+    by_length: dict[int, dict[str, Any]] = field(default_factory=dict)  # L -> accuracy, ...
 
 
 @dataclass
@@ -92,7 +96,7 @@ class Checkpoint:
     best: float
     best_step: int
     curve: list[dict[str, float]]
-    data_rng: torch.Tensor
+    data: dict[str, Any]  # the training stream's state
     torch_rng: torch.Tensor
 
     def save(self, path: Path) -> None:
@@ -120,12 +124,6 @@ def make_optimizer(model: nn.Module, hp: TrainConfig) -> torch.optim.Optimizer:
     return opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of targets (B, M) against the last M positions of logits (B, T, V)."""
-    M = targets.shape[1]
-    return F.cross_entropy(logits[:, -M:].flatten(0, 1), targets.flatten())
-
-
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -134,37 +132,34 @@ def train_step(
     hp: TrainConfig,
     step: int,
 ) -> float:
-    """One update on batch (x (B, T), y (B, M)) with linear warmup: lr_k = lr·min(1, k/warmup),
+    """One update on batch (x (B, T), labels y (B, T)) with linear warmup lr_k = lr·min(1, k/warmup)
     and gradient clipping, as `hp` says (the trainer's step, and the step `measure` times)."""
     for group in optimizer.param_groups:
         group["lr"] = hp.lr * min(1.0, (step + 1) / max(hp.warmup_steps, 1))
-    loss = cross_entropy(model(x), y)
-    if not torch.isfinite(loss):
-        raise Diverged(f"training loss became {loss.item()} at step {step + 1}")
+    value = loss(model(x), y)
+    if not torch.isfinite(value):
+        raise Diverged(f"training loss became {value.item()} at step {step + 1}")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    value.backward()
     if hp.grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
     optimizer.step()
-    return loss.item()
+    return value.item()
 
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
-) -> tuple[float, float]:
-    """(per-token accuracy, exact-match rate) of model on a fixed set, in batches."""
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> Score:
+    """The model's score on a fixed set (inputs, labels (N, T)), in batches."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = exact = 0
-    M = targets.shape[1]
-    for x, y in zip(inputs.split(batch_size), targets.split(batch_size), strict=True):
-        hits = model(x.to(device))[:, -M:].argmax(-1) == y.to(device)  # (b, M)
-        correct += int(hits.sum())
-        exact += int(hits.all(dim=1).sum())
+    total = Score()
+    for x, y in zip(inputs.split(batch_size), labels.split(batch_size), strict=True):
+        total += score(model(x.to(device)), y.to(device))
     model.train(was_training)
-    return correct / targets.numel(), exact / len(targets)
+    return total
 
 
 @contextmanager
@@ -191,7 +186,7 @@ class TrainState:
     cell: CellConfig
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    data: torch.Generator
+    data: TrainingStream
     stopper: EarlyStopping
     best_state: dict[str, torch.Tensor]
     curve: list[dict[str, float]] = field(default_factory=list)
@@ -213,7 +208,7 @@ class TrainState:
             best=self.stopper.best,
             best_step=self.stopper.best_step,
             curve=self.curve,
-            data_rng=self.data.get_state(),
+            data=self.data.state_dict(),
             torch_rng=torch.get_rng_state(),
         )
 
@@ -222,7 +217,7 @@ class TrainState:
         try:
             self.model.load_state_dict(ckpt.model)
             self.optimizer.load_state_dict(ckpt.optimizer)
-            self.data.set_state(ckpt.data_rng)
+            self.data.load_state_dict(ckpt.data)
             torch.set_rng_state(ckpt.torch_rng)
         except Exception as e:  # noqa: BLE001 - wrong keys or shapes: another model's weights
             raise CheckpointError(f"does not fit this model ({type(e).__name__})") from None
@@ -232,15 +227,25 @@ class TrainState:
         self.started = time.perf_counter()
 
 
-def new_state(cell: CellConfig, device: torch.device) -> TrainState:
-    """Fresh model (seeded by the cell's seed), optimizer, data generator and stopper."""
+def build_model(cell: CellConfig, task: Task) -> nn.Module:
+    """The cell's model with the task's readout (the model's own head, or MAD's autoencoder)."""
+    model = build(cell.model, task.vocab_size, **cell.arch.build_kwargs(cell.model))
+    return with_readout(model, task.readout)
+
+
+def new_state(
+    cell: CellConfig, device: torch.device, exclude: frozenset[bytes] = frozenset()
+) -> TrainState:
+    """Fresh model (seeded by the cell's seed), optimizer, training stream and stopper; the
+    stream never yields an example whose inputs' digest is in `exclude` (the held-out sets)."""
+    task = cell.task.build(cell.seq_len)
     torch.manual_seed(cell.seed)
-    model = build(cell.model, cell.task.vocab_size, **cell.arch.build_kwargs(cell.model)).to(device)
+    model = build_model(cell, task).to(device)
     return TrainState(
         cell=cell,
         model=model,
         optimizer=make_optimizer(model, cell.train),
-        data=torch.Generator().manual_seed(cell.seed),
+        data=TrainingStream(task, cell.seed, cell.train.batch_size, exclude),
         stopper=EarlyStopping(cell.train.patience, cell.train.target_accuracy),
         best_state=copy.deepcopy(model.state_dict()),
     )
@@ -255,10 +260,14 @@ def warn(on_progress: Progress | None, message: str) -> None:
 
 
 def resume_or_start(
-    cell: CellConfig, device: torch.device, path: Path | None, on_progress: Progress | None
+    cell: CellConfig,
+    device: torch.device,
+    path: Path | None,
+    on_progress: Progress | None,
+    exclude: frozenset[bytes] = frozenset(),
 ) -> TrainState:
     """The state saved at `path` if it is usable; else a fresh one, the bad file set aside."""
-    state = new_state(cell, device)
+    state = new_state(cell, device, exclude)
     if path is None or not path.exists():
         return state
     try:
@@ -267,20 +276,19 @@ def resume_or_start(
         aside = path.with_name(path.name + ".corrupt")
         os.replace(path, aside)
         warn(on_progress, f"checkpoint {path} {e}: moved to {aside.name}; {cell.id} restarts")
-        state = new_state(cell, device)  # restore may have touched the model before failing
+        # restore may have touched the model before failing: start from a fresh state
+        state = new_state(cell, device, exclude)
     return state
 
 
-def validate(
-    state: TrainState, loss: float, val: tuple[torch.Tensor, torch.Tensor]
-) -> dict[str, float]:
+def validate(state: TrainState, train_loss: float, val: Batch) -> dict[str, float]:
     """Score the validation set, keep the best weights, append and return the curve point."""
-    accuracy, _ = evaluate(state.model, *val, state.cell.train.batch_size)
+    accuracy = evaluate(state.model, *val, state.cell.train.batch_size).accuracy
     if state.stopper.update(state.step, accuracy):
         state.best_state = copy.deepcopy(state.model.state_dict())
     point = {
         "step": state.step,
-        "train_loss": loss,
+        "train_loss": train_loss,
         "val_accuracy": accuracy,
         "elapsed_s": state.elapsed(),
     }
@@ -290,8 +298,7 @@ def validate(
 
 def run_loop(
     state: TrainState,
-    task: Any,
-    val: tuple[torch.Tensor, torch.Tensor],
+    val: Batch,
     device: torch.device,
     checkpoint: Path | None,
     on_progress: Progress | None,
@@ -301,13 +308,13 @@ def run_loop(
     reason = state.stopper.stop_reason(state.step) if state.curve else None
     with _deferred_interrupts() as interrupts:
         while reason is None and state.step < hp.max_steps:
-            x, y = task.sample(hp.batch_size, state.data)
-            loss = train_step(
+            x, y = state.data.next()
+            train_loss = train_step(
                 state.model, state.optimizer, x.to(device), y.to(device), hp, state.step
             )
             state.step += 1
             if state.step % hp.eval_every == 0 or state.step == hp.max_steps:
-                point = validate(state, loss, val)
+                point = validate(state, train_loss, val)
                 reason = state.stopper.stop_reason(state.step)
                 if on_progress is not None:
                     on_progress({**point, "max_steps": hp.max_steps})
@@ -324,6 +331,50 @@ def run_loop(
     return reason
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def score_at_lengths(
+    model: nn.Module, task: Task, cell: CellConfig, test: Batch
+) -> dict[int, dict[str, Any]]:
+    """Accuracy and exact match of `model` on a fixed test set at each evaluation length.
+
+    The training length uses the held-out `test` set; every other length L a fixed test set of
+    `length_test_size` examples, in batches of about batch_size·T_train/T_L sequences (the same
+    tokens per batch). A length that runs out of memory is recorded as oom; the others go on.
+    """
+    hp = cell.train
+    results: dict[int, dict[str, Any]] = {}
+    for length in sorted({cell.seq_len, *cell.eval_lengths}):
+        try:
+            at = task.at_length(length)
+            inputs, labels = (
+                test
+                if length == cell.seq_len
+                else fixed_test_set(at, hp.length_test_size or hp.test_size)
+            )
+            batch = max(1, hp.batch_size * task.input_len // at.input_len)
+            result = evaluate(model, inputs, labels, batch)
+            results[length] = {
+                "status": "done",
+                "accuracy": result.accuracy,
+                "exact_match": result.exact_match,
+            }
+        except Exception as e:
+            if not _out_of_memory(e):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            results[length] = {"status": "oom", "accuracy": None, "exact_match": None}
+    return results
+
+
 def train(
     cell: CellConfig,
     device: torch.device,
@@ -332,22 +383,22 @@ def train(
 ) -> tuple[nn.Module, TrainOutcome]:
     """Train one cell to its step budget or early stop; resume from `checkpoint` if it exists."""
     hp = cell.train
-    task = make_task(cell.task.name, cell.seq_len, cell.task.n_tokens, cell.task.vocab_size)
-    val = task.fixed_set("validation", hp.val_size)
-    test_x, test_y = task.fixed_set("test", hp.test_size)
-    state = resume_or_start(cell, device, checkpoint, on_progress)
+    task = cell.task.build(cell.seq_len)
+    sets = held_out(task, hp.val_size, hp.test_size)
+    state = resume_or_start(cell, device, checkpoint, on_progress, sets.digests)
     state.model.train()
-    reason = run_loop(state, task, val, device, checkpoint, on_progress)
+    reason = run_loop(state, sets.validation, device, checkpoint, on_progress)
     train_s = state.elapsed()
     state.model.load_state_dict(state.best_state)
-    accuracy, exact_match = evaluate(state.model, test_x, test_y, hp.batch_size)
+    by_length = score_at_lengths(state.model, task, cell, sets.test)
     return state.model, TrainOutcome(
-        accuracy=accuracy,
-        exact_match=exact_match,
+        accuracy=by_length[cell.seq_len]["accuracy"],
+        exact_match=by_length[cell.seq_len]["exact_match"],
         steps=state.step,
         best_step=state.stopper.best_step,
         best_val_accuracy=state.stopper.best,
         train_s=train_s,
         stop_reason=reason or f"step budget of {hp.max_steps} spent",
         curve=state.curve,
+        by_length=by_length,
     )

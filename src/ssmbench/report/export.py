@@ -22,7 +22,9 @@ FIELDS = (
     "train_ms_iqr", "infer_ms", "infer_ms_iqr", "peak_mem_mib", "reserved_mem_mib", "util_pct",
     "util_kind", "device", "device_name", "torch_version", "threads", "ssmbench_version",
     "git_commit", "scan_backend", "error",
+    "task_name", "task_params", "accuracy_by_length", "exact_match_by_length", "status_by_length",
 )  # fmt: skip
+NESTED = ("task_params", "accuracy_by_length", "exact_match_by_length", "status_by_length")
 FORMATS = ("csv", "json", "md")
 
 
@@ -41,6 +43,12 @@ def _ordered(rows: list[dict]) -> list[dict]:
             rank[r["model"]], r["task"], r["seq_len"], r["lr"], r["weight_decay"], r["seed"]
         ),
     )  # fmt: skip
+
+
+def _with_task(row: dict) -> dict:
+    """The row plus its task's name and parameters (`task` is the task key), from its config."""
+    section = dict((row.get("config") or {}).get("task") or {})
+    return {**row, "task_name": section.pop("name", None), "task_params": section}
 
 
 def _finite(value: object) -> object:
@@ -66,9 +74,12 @@ def _write(records: list[dict], fields: list[str], fmt: str) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for record in records:
-        if "config" in record:
-            record = {**record, "config": json.dumps(record["config"], sort_keys=True)}
-        writer.writerow(record)
+        nested = {
+            key: json.dumps(record[key], sort_keys=True)
+            for key in ("config", *NESTED)
+            if key in record
+        }
+        writer.writerow({**record, **nested})
     return buffer.getvalue()
 
 
@@ -96,5 +107,5 @@ def export(
         chosen = selected_rows(rows, choose(rows))
         tables = (metric_table(costs if m.cost else chosen, m.key) for m in METRICS.values())
         return "\n\n".join(tables) + "\n"
-    joined = with_costs(rows, costs)
+    joined = [_with_task(row) for row in with_costs(rows, costs)]
     return _write(_ordered(joined), _fields(joined), fmt)

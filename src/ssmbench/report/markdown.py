@@ -4,6 +4,7 @@ at the chosen lr, costs from the measurement phase), learning curves, failures a
 
 from __future__ import annotations
 
+from ssmbench.report.lengths import length_sections
 from ssmbench.report.protocol import choice_table, leaderboard_table, selected_rows
 from ssmbench.report.stats import choose, difficulty_axes, scores
 from ssmbench.report.tables import (
@@ -78,6 +79,7 @@ def report_markdown(
         else "No learning curves were recorded.",
         f"![Learning curves](img/{CURVES_IMAGE})",
     ]
+    parts += length_sections(chosen)
     if any(row["status"] in FAILED for row in [*rows, *costs]):
         parts += ["## Failed, diverged and out-of-memory cells", failure_table([*rows, *costs])]
     parts += ["## How measured", HOW_MEASURED]

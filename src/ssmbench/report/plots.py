@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import ScalarFormatter
 
+from ssmbench.report.lengths import LENGTH_IMAGE, length_chart, length_results
 from ssmbench.report.markdown import LR_IMAGE, difficulty_image
 from ssmbench.report.protocol import selected_rows
 from ssmbench.report.stats import Choice, along_axis, choose, difficulty_axes
@@ -244,4 +245,7 @@ def figures(
     for task_name, axes in difficulty_axes(choices).items():
         for axis in axes:
             charts[difficulty_image(task_name, axis)] = along(choices, task_name, axis)
+    for key, per_model in length_results(chosen).items():
+        style = _line_styles([{"model": model} for model in per_model])
+        charts[LENGTH_IMAGE.format(key=key)] = _png(length_chart(key, per_model, style))
     return charts

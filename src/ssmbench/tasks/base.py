@@ -94,11 +94,11 @@ def task_key(name: str, params: dict, key_fields: dict[str, str]) -> str:
 def one_line(error: ValidationError, name: str) -> str:
     """The first error of a task's validation as one line: `mqar: num_kv_pairs: ...`."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "parameters"
+    where = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown parameter"
-    return f"{name}: {where}: {message}"
+    return f"{name}: {where}: {message}" if where else f"{name}: {message}"
 
 
 def uniform(
