@@ -141,12 +141,14 @@ def _add_run(sub: Any) -> None:
         action="append",
         type=_key_value,
         metavar="KEY=VALUE",
-        help="a task parameter (repeatable), e.g. --task-param num_kv_pairs=16",
+        help="a task parameter (repeatable), e.g. --task-param num_kv_pairs=16 "
+        "(default: the preset's task parameters)",
     )
     run.add_argument(
         "--eval-lengths",
         type=_list_of(int, "integers"),
-        help="lengths the best weights are tested at after training (training length included)",
+        help="lengths the best weights are tested at after training (training length "
+        "always included; default: the preset's, else the training length only)",
     )
     run.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="(default: the preset's, else auto)"
