@@ -119,12 +119,16 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
 def test_diverging_loss_is_reported():
     from ssmbench.experiment.train import Diverged
+    from ssmbench.models.registry import restored_registry
 
     sys.path.insert(0, os.path.dirname(__file__))
-    import faulty_models  # noqa: F401
+    with restored_registry():  # the fault models must not leak into other tests
+        sys.modules.pop("faulty_models", None)
+        import faulty_models  # noqa: F401
 
-    with pytest.raises(Diverged, match="step 1"):
-        train(cell("fault-nan", steps=20), CPU)
+        with pytest.raises(Diverged, match="step 1"):
+            train(cell("fault-nan", steps=20), CPU)
+    sys.modules.pop("faulty_models", None)
 
 
 @pytest.mark.slow
