@@ -130,7 +130,8 @@ def test_two_runs_started_together_one_runs_the_other_exits_2(tmp_path):
 
     command = ["ssmbench", "run", "--preset", "smoke", "--out", str(tmp_path / "out")]
     runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(r.pid, r.wait(timeout=600), r.stderr.read()) for r in runs]
+    errors = [r.communicate(timeout=600)[1] for r in runs]  # reads stderr as it comes
+    results = [(r.pid, r.returncode, err) for r, err in zip(runs, errors, strict=True)]
     assert sorted(code for _, code, _ in results) == [0, 2], results
     (winner, _, _), (_, _, refused) = sorted(results, key=lambda r: r[1])
     assert refused.count("\n") == 1 and f"PID {winner}" in refused
@@ -169,6 +170,20 @@ def test_a_store_killed_mid_commit_is_read_whole_and_left_untouched(finished, ca
     with Store(path) as store:  # a writer rolls the journal back in place
         assert [r["status"] for r in store.rows()] == ["done"]
     assert not journal.exists() and json.loads(export_before[1])[0]["accuracy"] == 0.75
+
+
+def test_a_reader_beside_a_live_writer_reads_the_committed_store(finished, capsys):
+    """A live writer's journal is not hot: readers read the store itself, never a stale copy."""
+    export_before = main(["export", str(finished)]), capsys.readouterr().out
+    with Store(finished / FILENAME) as writer:
+        writer.db.execute("BEGIN IMMEDIATE")  # a commit under way: its journal is on disk
+        writer.db.execute("UPDATE cells SET error = 'uncommitted'")
+        assert (finished / (FILENAME + "-journal")).exists()
+        with Store(finished / FILENAME, readonly=True) as reader:
+            assert reader._scratch is None, "a live writer's journal was taken for a hot one"
+            assert [r["error"] for r in reader.rows()] == [None]
+        assert (main(["export", str(finished)]), capsys.readouterr().out) == export_before
+        writer.db.rollback()
 
 
 def _garbage_page(path: Path) -> None:

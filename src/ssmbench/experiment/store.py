@@ -96,17 +96,31 @@ class Store:
                 "`ssmbench run --force` sets it aside and starts a new store"
             ) from None
 
-    def _connect(self, readonly: bool) -> sqlite3.Connection:
+    def _connect(self, readonly: bool, retry: bool = True) -> sqlite3.Connection:
         if not readonly:
             return sqlite3.connect(self.path, timeout=30)  # rolls back a hot journal in place
-        journal = journal_of(self.path)
-        if not (journal.is_file() and journal.stat().st_size > 0):
-            return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        self._scratch = tempfile.TemporaryDirectory(prefix="ssmbench-store-")
+        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:  # beside a live writer SQLite waits for its commit; only a hot journal refuses
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError as e:
+            db.close()
+            if "readonly" not in str(e):  # SQLITE_READONLY_ROLLBACK: a killed writer's journal
+                raise
+        try:
+            return self._rolled_back_copy()
+        except FileNotFoundError:  # a writer rolled the journal back meanwhile
+            if not retry:
+                raise
+            return self._connect(readonly, retry=False)
+
+    def _rolled_back_copy(self) -> sqlite3.Connection:
+        """A private copy of the store and its hot journal; its first read rolls the copy back."""
+        self._scratch = self._scratch or tempfile.TemporaryDirectory(prefix="ssmbench-store-")
         copy = Path(self._scratch.name) / self.path.name
         shutil.copyfile(self.path, copy)
-        shutil.copyfile(journal, journal_of(copy))
-        return sqlite3.connect(copy)  # its first read rolls the copy's journal back
+        shutil.copyfile(journal_of(self.path), journal_of(copy))
+        return sqlite3.connect(copy)
 
     def _check(self) -> None:
         (verdict,) = self.db.execute("PRAGMA quick_check").fetchone()
