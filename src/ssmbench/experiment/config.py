@@ -2,6 +2,10 @@
 
 A sweep (`SweepConfig`) is models × lengths × seeds; each combination is a cell (`CellConfig`),
 saved with its result so that every number traces back to what produced it.
+
+The task section is tagged by `name` but is not a static pydantic discriminated union: it is
+validated through the task registry (`task_config.parse_task`), so that tasks registered by
+`--plugins` modules, unknown when this module is imported, are accepted like built-in ones.
 """
 
 from __future__ import annotations
