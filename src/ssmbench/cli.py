@@ -133,6 +133,12 @@ def _add_run(sub: Any) -> None:
         help="weight decays to sweep (default: the preset's)",
     )
     run.add_argument(
+        "--d-models",
+        type=_list_of(int, "integers"),
+        help="model widths to sweep; ids then carry the width, e.g. mamba-s6@d128 "
+        "(default: arch.d_model alone)",
+    )
+    run.add_argument(
         "--steps", type=int, help="maximum training steps per cell (default: the preset's)"
     )
     run.add_argument("--task", help="the task (see `ssmbench tasks`; default: the preset's)")
@@ -253,6 +259,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": args.seeds,
         "lrs": args.lrs,
         "weight_decays": args.weight_decays,
+        "d_models": args.d_models,
         "device": args.device,
         "scan": args.scan,
         "threads": args.threads,

@@ -23,8 +23,9 @@ _WIDE_TENSORS = 8
 def training_bytes(config: SweepConfig) -> int:
     """Rough peak memory of the largest cell: batch × length × width × layers × (N + 8) × 4 B,
     plus the fixed validation and test sets (int64 tokens)."""
-    length, a, hp = max(config.lengths), config.arch, config.train
-    activations = hp.batch_size * length * a.d_model * a.n_layers * (a.d_state + _WIDE_TENSORS)
+    length, a, hp = max(config.all_lengths()), config.arch, config.train
+    width = max(config.widths())
+    activations = hp.batch_size * length * width * a.n_layers * (a.d_state + _WIDE_TENSORS)
     fixed_sets = 2 * (hp.val_size + hp.test_size) * length * 8
     return activations * _FLOAT + fixed_sets
 
@@ -51,8 +52,8 @@ def check_memory(config: SweepConfig, device: torch.device) -> None:
     if have is None or need <= have:
         return
     raise ConfigError(
-        f"length {max(config.lengths)} × batch {config.train.batch_size} × width "
-        f"{config.arch.d_model} needs about {need / GiB:.1f} GiB, more than the "
+        f"length {max(config.all_lengths())} × batch {config.train.batch_size} × width "
+        f"{max(config.widths())} needs about {need / GiB:.1f} GiB, more than the "
         f"{have / GiB:.1f} GiB free on {device.type}; lower --lengths or the batch size, "
         "or pass --skip-memory-check"
     )
