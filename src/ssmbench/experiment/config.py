@@ -166,22 +166,44 @@ class TaskSetting(_Strict):
     """One entry of `tasks:`, written flat: `{name: mqar, num_kv_pairs: 4, lengths: [64]}`.
 
     `lengths`, when given, are the lengths this setting runs at instead of the sweep's
-    `lengths` (a difficulty that pairs a length with task parameters)."""
+    `lengths` (a difficulty that pairs a length with task parameters); `train`, the keys of the
+    train section this setting sets otherwise (a budget in epochs: fewer steps for a smaller
+    training set). The lr and weight decay come from the sweep's grid alone."""
 
     task: TaskConfig
     lengths: list[Length] | None = Field(None, min_length=1)
+    train: TrainConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _from_flat(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return {"task": value}  # the task section says what it must be
-        section = {k: v for k, v in value.items() if k != "lengths"}
-        return {"task": section, "lengths": value.get("lengths")}
+        if isinstance(value.get("task"), TaskSection):  # built in code: TaskSetting(task=...)
+            return value
+        section = {k: v for k, v in value.items() if k not in ("lengths", "train")}
+        return {"task": section, **{k: value[k] for k in ("lengths", "train") if k in value}}
+
+    @model_validator(mode="after")
+    def _not_the_grid(self) -> TaskSetting:
+        grid = sorted(self.train_overrides().keys() & {"lr", "weight_decay"})
+        if grid:
+            raise ValueError(
+                f"train.{grid[0]}: a task entry cannot set it; the sweep's lrs / weight_decays do"
+            )
+        return self
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The train keys this entry sets (none: the sweep's train section as it is)."""
+        if self.train is None:
+            return {}
+        return self.train.model_dump(include=self.train.model_fields_set)
 
     @model_serializer
     def _to_flat(self) -> dict[str, Any]:
         own = {} if self.lengths is None else {"lengths": self.lengths}
+        if self.train is not None:
+            own["train"] = self.train_overrides()
         return {**self.task.model_dump(), **own}
 
 
@@ -253,11 +275,13 @@ class SweepConfig(_Cell):
                 seen.add((task.key, length))
         return self
 
+    def entries(self) -> list[TaskSetting]:
+        """The task entries swept (the `task` section alone when `tasks` is not given)."""
+        return list(self.tasks or [TaskSetting(task=self.task)])
+
     def setting_lengths(self) -> list[tuple[TaskSection, list[int]]]:
         """Every task setting swept, with the lengths it runs at (its own, else the sweep's)."""
-        if self.tasks is None:
-            return [(self.task, list(self.lengths or []))]
-        return [(s.task, list(s.lengths or self.lengths or [])) for s in self.tasks]
+        return [(e.task, list(e.lengths or self.lengths or [])) for e in self.entries()]
 
     def settings(self) -> list[TaskSection]:
         """The task settings swept."""
@@ -281,7 +305,10 @@ class SweepConfig(_Cell):
     def cells(self) -> list[CellConfig]:
         shared = self.model_dump(include=set(_Cell.model_fields))
         lrs, wds = self.grid()
-        settings = [(task.model_dump(), lengths) for task, lengths in self.setting_lengths()]
+        settings = [
+            (e.task.model_dump(), lengths, {**shared["train"], **e.train_overrides()})
+            for e, (_, lengths) in zip(self.entries(), self.setting_lengths(), strict=True)
+        ]
         return [
             CellConfig(
                 model=m,
@@ -292,12 +319,12 @@ class SweepConfig(_Cell):
                     **shared,
                     "task": task,
                     "arch": {**shared["arch"], "d_model": d},
-                    "train": {**shared["train"], "lr": lr, "weight_decay": wd},
+                    "train": {**train, "lr": lr, "weight_decay": wd},
                 },
             )
             for m in self.models
             for d in self.widths()
-            for task, lengths in settings
+            for task, lengths, train in settings
             for L in lengths
             for lr in lrs
             for wd in wds
@@ -306,10 +333,16 @@ class SweepConfig(_Cell):
 
     def fingerprint(self) -> str:
         """What sweeps sharing an output folder must agree on (models, task settings, lengths,
-        widths, lrs, weight decays and seeds may grow); a swept width replaces arch.d_model."""
+        widths, lrs, weight decays and seeds may grow); a swept width replaces arch.d_model, and
+        task entries' own train keys are added where there are any."""
         shared = self.model_dump(include=set(_Cell.model_fields))
         if self.d_models is not None:
             shared["arch"]["d_model"] = "swept"
+        own_train = [
+            [e.task.key, e.lengths, e.train_overrides()] for e in self.entries() if e.train
+        ]
+        if own_train:
+            shared["train_per_task"] = own_train
         return json.dumps(shared, sort_keys=True)
 
 
