@@ -16,8 +16,8 @@ from torch import nn
 
 import ssmbench.experiment.bench as bench_module
 import ssmbench.experiment.measure as measure_module
-from ssmbench.cli import run_bench_command, validate_bench_args
-from ssmbench.experiment.bench import bench, growth, study_ratios
+from ssmbench.cli import bench_task, run_bench_command, validate_bench_args
+from ssmbench.experiment.bench import bench, growth, study_ratios, task_section
 from ssmbench.experiment.measure import (
     MEASURES,
     PeakMemory,
@@ -193,7 +193,8 @@ def test_git_commit_names_the_checkout_of_the_package(tmp_path, monkeypatch):
 
 
 def test_bench_measures_each_model_and_records_failures(monkeypatch):
-    rows = bench(["lstm"], [8], n_tokens=2, batch_size=2, device="cpu", warmup=0, repeats=1)
+    copy2 = task_section(n_tokens=2)
+    rows = bench(["lstm"], [8], copy2, batch_size=2, device="cpu", warmup=0, repeats=1)
     [row] = rows
     assert row["status"] == "done" and row["error"] is None
     assert row["model"] == "lstm" and row["seq_len"] == 8 and row["params"] > 0
@@ -212,9 +213,7 @@ def test_bench_measures_each_model_and_records_failures(monkeypatch):
 
     monkeypatch.setattr(bench_module, "measure", failing)
     seen = []
-    rows = bench(
-        ["lstm", "gated-mlp", "mamba-s6"], [8], n_tokens=2, device="cpu", on_row=seen.append
-    )
+    rows = bench(["lstm", "gated-mlp", "mamba-s6"], [8], copy2, device="cpu", on_row=seen.append)
     assert seen == rows
     assert [(r["model"], r["status"]) for r in rows] == [
         ("lstm", "oom"), ("gated-mlp", "failed"), ("mamba-s6", "done"),
@@ -232,7 +231,7 @@ def test_bench_measures_each_model_and_records_failures(monkeypatch):
 
 def bench_args(**changes) -> argparse.Namespace:
     args = dict(models=["lstm"], lengths=[8], n_tokens=2, batch_size=2, device="cpu", repeats=1,
-                threads=None)  # fmt: skip
+                threads=None, task=None, task_param=None)  # fmt: skip
     return argparse.Namespace(**{"json": False, **args, **changes})
 
 
@@ -250,6 +249,36 @@ def test_bench_command_checks_its_arguments_then_prints_tables_or_json(capsys):
     run_bench_command(bench_args(json=True))
     [row] = json.loads(capsys.readouterr().out)
     assert row["model"] == "lstm" and row["status"] == "done"
+
+
+def test_bench_times_any_registered_task_named_as_run_names_it(monkeypatch, capsys):
+    shapes = []
+
+    def recording(model, inputs, labels, *args, **kwargs):
+        shapes.append((tuple(inputs.shape), int((labels != -100).sum())))
+        return measure(model, inputs, labels, *args, **kwargs)
+
+    monkeypatch.setattr(bench_module, "measure", recording)
+    mqar = task_section("mqar", num_kv_pairs=2, vocab_size=32)
+    [row] = bench(["lstm"], [16], mqar, batch_size=3, device="cpu", warmup=0, repeats=1)
+    assert row["status"] == "done", row["error"]
+    assert (row["task"], row["task_key"], row["vocab_size"]) == ("mqar", mqar.key, 32)
+    assert row["n_tokens"] is None and shapes[0][0] == (3, 16)
+    # the CLI's --task/--task-param read as `run` reads them; --n-tokens is selective copying's
+    args = bench_args(task="mqar", task_param=[("num_kv_pairs", 2), ("vocab_size", 32)],
+                      n_tokens=None, lengths=[16], json=True)  # fmt: skip
+    validate_bench_args(args)
+    run_bench_command(args)
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["task_key"] == mqar.key and row["status"] == "done"
+    assert task_section(n_tokens=2).key == "selective-copy-M2-V16"
+    assert bench_task(bench_args(n_tokens=None)).key == "selective-copy-M16-V16"  # the default
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        validate_bench_args(bench_args(task="nope"))
+    with pytest.raises(ValueError, match="mqar"):
+        validate_bench_args(bench_args(task="mqar", task_param=[("bogus", 1)], n_tokens=None))
+    with pytest.raises(ValueError, match="n_tokens"):
+        validate_bench_args(bench_args(task="mqar"))  # --n-tokens belongs to copying tasks
 
 
 def row(model: str, seq_len: int, train_ms: float, peak_mem_mib: float, **extra) -> dict:
@@ -317,7 +346,8 @@ def test_growth_is_longest_over_shortest():
 
 def full_row(model: str, seq_len: int, device: str, train_ms: float) -> dict:
     return {
-        "model": model, "seq_len": seq_len, "n_tokens": 16, "batch_size": 64, "warmup": 3,
+        "model": model, "seq_len": seq_len, "task_key": "selective-copy-M16-V16", "n_tokens": 16,
+        "batch_size": 64, "warmup": 3,
         "repeats": 20, "params": 1000, "train_ms": train_ms, "train_ms_iqr": 0.5, "infer_ms": 1.0,
         "infer_ms_iqr": 0.1, "peak_mem_mib": 12.5, "reserved_mem_mib": None, "util_pct": 40.0,
         "util_kind": "cpu-process", "scan_backend": None, "status": "done", "error": None,

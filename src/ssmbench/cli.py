@@ -141,15 +141,7 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "--steps", type=int, help="maximum training steps per cell (default: the preset's)"
     )
-    run.add_argument("--task", help="the task (see `ssmbench tasks`; default: the preset's)")
-    run.add_argument(
-        "--task-param",
-        action="append",
-        type=_key_value,
-        metavar="KEY=VALUE",
-        help="a task parameter (repeatable), e.g. --task-param num_kv_pairs=16 "
-        "(default: the preset's task parameters)",
-    )
+    _add_task_options(run, "the preset's", "the preset's task parameters")
     run.add_argument(
         "--eval-lengths",
         type=_list_of(int, "integers"),
@@ -162,6 +154,27 @@ def _add_run(sub: Any) -> None:
     run.add_argument("--scan", choices=BACKENDS, help="selective-scan backend (default: auto)")
     run.add_argument("--threads", type=int, help="torch threads per cell (default: cores/workers)")
     _add_run_options(run)
+
+
+def _add_task_options(parser: argparse.ArgumentParser, task: str, params: str) -> None:
+    """--task and --task-param, read the same way by `run` and `bench`."""
+    parser.add_argument("--task", help=f"the task (see `ssmbench tasks`; default: {task})")
+    parser.add_argument(
+        "--task-param",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="a task parameter (repeatable), e.g. --task-param num_kv_pairs=16 "
+        f"(default: {params})",
+    )
+
+
+def _task_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The task section that --task and --task-param ask for ({} when neither is given)."""
+    task = dict(args.task_param or [])
+    if args.task is not None:
+        task["name"] = args.task
+    return task
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
@@ -221,7 +234,10 @@ def _add_bench(sub: Any) -> None:
         default=[256, 512, 784],
         help="comma-separated sequence lengths (default: 256,512,784)",
     )
-    bench.add_argument("--n-tokens", type=int, default=16, help="tokens to copy")
+    _add_task_options(bench, "selective-copy", "the task's own")
+    bench.add_argument(
+        "--n-tokens", type=int, help="tokens to copy: --task-param n_tokens=N (default: 16)"
+    )
     bench.add_argument("--batch-size", type=int, default=64, help="sequences per step")
     bench.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
     bench.add_argument("--repeats", type=int, default=20, help="timed repeats per model")
@@ -276,9 +292,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["train"] = {"max_steps": args.steps}
     if args.eval_lengths is not None:
         overrides["eval_lengths"] = args.eval_lengths
-    task = dict(args.task_param or [])
-    if args.task is not None:
-        task["name"] = args.task
+    task = _task_overrides(args)
     if task:
         overrides["task"] = task
     return overrides
@@ -409,13 +423,24 @@ def _presets() -> None:
               f"{config.estimate or 'no estimate'}")  # fmt: skip
 
 
+def bench_task(args: argparse.Namespace) -> Any:
+    """The task section `ssmbench bench` times: --task, --task-param and --n-tokens over
+    selective copying's defaults (ValueError in one line when a parameter is bad)."""
+    from ssmbench.experiment.bench import task_section
+
+    task = _task_overrides(args)
+    if args.n_tokens is not None:
+        task["n_tokens"] = args.n_tokens
+    return task_section(**task)
+
+
 def validate_bench_args(args: argparse.Namespace) -> None:
     """Check `ssmbench bench`'s arguments before anything is built (ValueError says the fix)."""
     from ssmbench.experiment.bench import checked_tasks
     from ssmbench.experiment.measure import resolve_device
     from ssmbench.models import names
 
-    checked_tasks(args.models or names(), args.lengths, args.n_tokens, 16, args.batch_size, 0,
+    checked_tasks(args.models or names(), args.lengths, bench_task(args), args.batch_size, 0,
                   args.repeats)  # fmt: skip
     resolve_device(args.device)
     if args.threads is not None and args.threads < 1:
@@ -437,7 +462,7 @@ def run_bench_command(args: argparse.Namespace) -> None:
     rows = bench(
         args.models or names(),
         args.lengths,
-        n_tokens=args.n_tokens,
+        task=bench_task(args),
         batch_size=args.batch_size,
         device=args.device,
         repeats=args.repeats,

@@ -23,10 +23,11 @@ from ssmbench.experiment.measure import (
     measure,
     resolve_device,
 )
+from ssmbench.experiment.task_config import DEFAULT_TASK, TaskSection, parse_task
 from ssmbench.models import backends_of, build, get, n_params, names
+from ssmbench.models.autoencoder import with_readout
 from ssmbench.ops.scan import resolve_backend
 from ssmbench.tasks import Task
-from ssmbench.tasks import build as build_task
 
 # The study's published Results tables (/work/shared/study/results.md: FilippoOlivo/SSM,
 # results_description.md; one NVIDIA RTX A4000, batch 64, 16 tokens), by sequence length.
@@ -78,8 +79,7 @@ GROWTH_TARGET = {(256, 784): 3.5}  # train time at the long length / at the shor
 def checked_tasks(
     models: list[str],
     lengths: list[int],
-    n_tokens: int,
-    vocab_size: int,
+    task: TaskSection,
     batch_size: int,
     warmup: int,
     repeats: int,
@@ -93,17 +93,18 @@ def checked_tasks(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_counts(warmup, repeats)
-    return [
-        build_task("selective-copy", seq_len=length, n_tokens=n_tokens, vocab_size=vocab_size)
-        for length in lengths
-    ]
+    return [task.build(length) for length in lengths]
+
+
+def task_section(name: str = DEFAULT_TASK, **params: object) -> TaskSection:
+    """The task timed by bench, validated as `ssmbench run` validates its task section."""
+    return parse_task({"name": name, **params})
 
 
 def bench(
     models: list[str],
     lengths: list[int],
-    n_tokens: int = 16,
-    vocab_size: int = 16,
+    task: TaskSection | None = None,
     batch_size: int = 64,
     d_model: int = 64,
     n_layers: int = 2,
@@ -120,7 +121,8 @@ def bench(
     memory) gives a row with status 'oom' or 'failed' and the error text; the others have status
     'done'. Each row also says how far the step runs from the peak (experiment/flops.py), the
     peak being a float32 matmul timed once at the start on the same device and threads."""
-    tasks = checked_tasks(models, lengths, n_tokens, vocab_size, batch_size, warmup, repeats)
+    section = task or task_section()
+    tasks = checked_tasks(models, lengths, section, batch_size, warmup, repeats)
     torch_device = resolve_device(device)
     env = environment(torch_device)
     peak = matmul_peak_gflops(torch_device)
@@ -132,8 +134,10 @@ def bench(
             row = {
                 "model": name,
                 "seq_len": task.seq_len,
-                "n_tokens": n_tokens,
-                "vocab_size": vocab_size,
+                "task": section.name,
+                "task_key": section.key,
+                "n_tokens": section.params.get("n_tokens"),
+                "vocab_size": task.vocab_size,
                 "batch_size": batch_size,
                 **arch,
                 "warmup": warmup,
@@ -148,22 +152,21 @@ def bench(
                 **env,
             }
             how = (seed, warmup, repeats, compiled, task.seq_len)
-            row.update(_measure_model(name, vocab_size, arch, inputs, labels, torch_device,
-                                      how, peak))  # fmt: skip
+            row.update(_measure_model(name, task, arch, inputs, labels, torch_device, how, peak))
             rows.append(row)
             if on_row is not None:
                 on_row(row)
     return rows
 
 
-def _measure_model(name, vocab_size, arch, inputs, targets, device, how, peak) -> dict:
+def _measure_model(name, task, arch, inputs, targets, device, how, peak) -> dict:
     """A row's measured fields, or its status and error when the model fails (e.g. oom); how is
     (seed, warmup, repeats, compiled, seq_len)."""
     seed, warmup, repeats, compiled, seq_len = how
     found: dict = {}
     try:
         torch.manual_seed(seed)
-        model = build(name, vocab_size, **arch).to(device)
+        model = with_readout(build(name, task.vocab_size, **arch), task.readout).to(device)
         found["params"] = n_params(model)
         found.update(get(name).describe(arch["d_model"], arch["d_state"], seq_len))
         if "selective-scan" in backends_of(model):

@@ -5,6 +5,10 @@ seeds; each combination is a cell (`CellConfig`), saved with its result so that 
 traces back to what produced it. A task setting may carry its own lengths (zoology pairs each
 length with a number of key-value pairs; MAD varies one difficulty axis per setting), and
 `d_models` sweeps the width (the model's key then carries it: `mamba-s6@d128`).
+
+The task section is tagged by `name` but is not a static pydantic discriminated union: it is
+validated through the task registry (`task_config.parse_task`), so that tasks registered by
+`--plugins` modules, unknown when this module is imported, are accepted like built-in ones.
 """
 
 from __future__ import annotations

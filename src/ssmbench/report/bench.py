@@ -70,7 +70,7 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
         f"threads: {first['threads']}, "
         f"scan backend: {', '.join(backends) or 'none (no S6 model)'}; "
         f"ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
-        f"batch {first['batch_size']}, {first['n_tokens']} tokens, median and IQR of "
+        f"batch {first['batch_size']}, task {first['task_key']}, median and IQR of "
         f"{first['repeats']} steps after {first['warmup']} warm-up steps. "
         f"Peak: a float32 {MATMUL_N}x{MATMUL_N} matmul on the same threads, "
         f"{_cell(first.get('peak_gflops'), 1)} GFLOP/s; FLOPs per training step count matmuls, "
