@@ -260,5 +260,5 @@ def figures(
             charts[difficulty_image(task_name, axis)] = along(choices, task_name, axis)
     for key, per_model in length_results(chosen).items():
         style = _line_styles([{"model": model} for model in per_model])
-        charts[LENGTH_IMAGE.format(key=key)] = _png(length_chart(key, per_model, style))
+        charts[LENGTH_IMAGE.format(key=key)] = _png(length_chart(key, per_model, style, rows))
     return charts
