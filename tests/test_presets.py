@@ -3,15 +3,23 @@ settings × lengths × lrs × weight decays × seeds, and `ssmbench run --dry-ru
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from ssmbench.cli import main
 from ssmbench.experiment.config import PRESET_DIR, PRESETS, load_config
+from ssmbench.tasks import names as task_names
 
 
 def test_every_shipped_preset_validates_and_is_listed(capsys):
     shipped = {
         p.name.removesuffix(".yaml") for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml")
     }
-    assert {"quick", "paper", "smoke", "mamba-table1", "suite-cpu"} <= set(PRESETS) == shipped
+    assert (
+        {"quick", "paper", "smoke", "mamba-table1", "suite-cpu", "zoology-mqar", "mad"}
+        <= set(PRESETS)
+        == shipped
+    )
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     for name in PRESETS:
@@ -21,15 +29,71 @@ def test_every_shipped_preset_validates_and_is_listed(capsys):
         assert config.estimate in out
 
 
-def test_suite_cpu_is_multi_task_with_an_lr_grid_and_seeds():
+def test_suite_cpu_has_every_task_a_few_models_an_lr_grid_and_seeds():
     config = load_config("suite-cpu")
     lrs, wds = config.grid()
-    assert len(config.settings()) >= 2 and len(lrs) >= 2 and len(config.seeds) >= 2
-    assert config.device == "cpu"
+    assert {task.name for task in config.settings()} >= set(task_names())
+    assert len(config.models) >= 4 and len(lrs) >= 2 and len(config.seeds) >= 2
+    assert config.device == "cpu" and config.workers == 2
+    runs = sum(len(lengths) for _, lengths in config.setting_lengths())
     assert len(config.cells()) == (
-        len(config.models) * len(config.settings()) * len(config.lengths) * len(lrs) * len(wds)
-        * len(config.seeds)
+        len(config.models) * runs * len(lrs) * len(wds) * len(config.seeds)
     )  # fmt: skip
+
+
+def test_zoology_mqar_is_figure_2s_grid():
+    config = load_config("zoology-mqar")
+    pairs = {
+        (task.params["num_kv_pairs"], tuple(lengths)) for task, lengths in config.setting_lengths()
+    }
+    assert pairs == {(4, (64,)), (8, (128,)), (16, (256,))}
+    assert config.widths() == [64, 128, 256, 512] and config.arch.n_layers == 2
+    assert config.grid()[0] == pytest.approx(list(np.logspace(-4, -2, 4)), rel=1e-5)
+    assert {t.params["vocab_size"] for t in config.settings()} == {8192}
+    assert {t.params["train_examples"] for t in config.settings()} == {100_000}
+    batches = {(c.seq_len, c.train.batch_size, c.train.max_steps) for c in config.cells()}
+    assert batches == {(64, 512, 12_500), (128, 512, 12_500), (256, 256, 25_000)}  # 64 epochs
+    assert {"transformer", "hyena", "h3", "baseconv", "based", "mamba-s6"} <= set(config.models)
+    assert len({c.model_key for c in config.cells()}) == 4 * len(config.models)
+
+
+MAD_TASKS = {
+    "in-context-recall", "fuzzy-in-context-recall", "noisy-in-context-recall", "selective-copy",
+    "compression", "memorization",
+}  # fmt: skip
+
+
+def test_mad_is_its_six_tasks_baselines_and_changes_with_its_grid():
+    config = load_config("mad")
+    assert {task.name for task in config.settings()} == MAD_TASKS
+    assert config.grid() == ([1e-4, 5e-4, 1e-3], [0.0, 0.1])
+    assert config.arch.d_model == 128 and config.train.batch_size == 128
+    # mad-lab's configs/tasks: the baseline plus 3 vocab sizes, 3 (2 for selective copying)
+    # lengths and 4 training-set sizes per task, 3 noise fractions, 3 copy counts, 5
+    # memorization vocab sizes
+    runs = sum(len(lengths) for _, lengths in config.setting_lengths())
+    assert runs == 11 + 11 + 14 + 13 + 11 + 6
+    recall = [(t, L) for t, L in config.setting_lengths() if t.name == "in-context-recall"]
+    assert (recall[0][0].params["train_examples"], recall[0][1]) == (12_800, [128, 256, 512, 1024])
+    steps = {c.task.params["train_examples"]: c.train.max_steps for c in config.cells()}
+    assert steps[12_800] == 20_000 and steps[800] == 1_400  # 200 epochs at batch 128
+    assert len(config.cells()) == len(config.models) * runs * 6
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_dry_runs(name, tmp_path, capsys, monkeypatch):
+    """Cells and an estimate (timing faked: the smoke dry run below times real steps), or for a
+    GPU preset on a machine without one, the cells and why there is no estimate."""
+    from ssmbench.experiment import estimate
+
+    monkeypatch.setattr(estimate, "measure", lambda *a, **k: {"train_ms": 1.0, "infer_ms": 1.0})
+    assert main(["run", "--preset", name, "--dry-run", "--out", str(tmp_path / "never")]) == 0
+    printed = capsys.readouterr().out
+    config = load_config(name)
+    assert f"{len(config.cells())} cells:" in printed
+    assert config.cells()[-1].id in printed
+    assert "total: at most" in printed or "no estimate: --device cuda" in printed
+    assert not (tmp_path / "never").exists()
 
 
 def test_cells_cover_the_grid_with_distinct_ids_and_shared_cost_ids():

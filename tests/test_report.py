@@ -305,3 +305,15 @@ def test_a_crash_while_writing_keeps_the_previous_report(
         write_report(rows[:2], curves, {"preset": "other"}, tmp_path)
     assert path.read_text() == before
     assert [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")] == []
+
+
+def test_length_table_names_models_as_their_rows_do() -> None:
+    from ssmbench.report.lengths import length_sections
+
+    rows = [make_row(model, 64, 0) for model in ("s6", "lstm")]
+    for row, value in zip(rows, (0.9, 0.3), strict=True):
+        row["accuracy_by_length"] = {"64": value, "256": value / 2}
+        row["status_by_length"] = {"64": "done", "256": "done"}
+    table = length_sections(rows)[2].splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["S6", "LSTM"]
+    assert [cell.strip() for cell in table[2].split("|")[2:4]] == ["90.0", "45.0"]

@@ -133,6 +133,12 @@ def _add_run(sub: Any) -> None:
         help="weight decays to sweep (default: the preset's)",
     )
     run.add_argument(
+        "--d-models",
+        type=_list_of(int, "integers"),
+        help="model widths to sweep; ids then carry the width, e.g. mamba-s6@d128 "
+        "(default: arch.d_model alone)",
+    )
+    run.add_argument(
         "--steps", type=int, help="maximum training steps per cell (default: the preset's)"
     )
     _add_task_options(run, "the preset's", "the preset's task parameters")
@@ -276,6 +282,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": args.seeds,
         "lrs": args.lrs,
         "weight_decays": args.weight_decays,
+        "d_models": args.d_models,
         "device": args.device,
         "scan": args.scan,
         "threads": args.threads,
@@ -313,7 +320,7 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
 
         check_address(config.ray_address)
     else:
-        _check_local_fit(config, args.skip_memory_check)
+        _check_local_fit(config, args.skip_memory_check, args.dry_run)
     out = args.out or Path("runs") / config.preset
     check_writable(out)
     check_not_a_checkout(out, args.force)
@@ -321,12 +328,18 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
     return config, out
 
 
-def _check_local_fit(config: Any, skip_memory_check: bool) -> None:
-    """Device, scan backend, memory and threads of a local sweep, before any cell starts."""
+def _check_local_fit(config: Any, skip_memory_check: bool, dry_run: bool = False) -> None:
+    """Device, scan backend, memory and threads of a local sweep, before any cell starts (a
+    dry run on a machine without the config's device only lists the cells)."""
     from ssmbench.experiment.measure import resolve_device
     from ssmbench.experiment.preflight import check_memory, check_scan, threads_note
 
-    device = resolve_device(config.device)
+    try:
+        device = resolve_device(config.device)
+    except ValueError:
+        if dry_run:
+            return
+        raise
     check_scan(config, device)
     if not skip_memory_check:
         check_memory(config, device)
@@ -536,9 +549,9 @@ def _main(argv: list[str] | None = None) -> int:
     elif args.command == "presets":
         _presets()
     elif args.command == "run" and args.dry_run:
-        from ssmbench.experiment.estimate import estimate, format_estimate
+        from ssmbench.experiment.estimate import dry_run
 
-        sys.stdout.write(format_estimate(config, estimate(config)))
+        sys.stdout.write(dry_run(config))
     elif args.command == "run":
         return _run(args, config, out)
     elif args.command in ("report", "export"):

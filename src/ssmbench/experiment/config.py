@@ -1,7 +1,10 @@
 """Typed configuration: presets, YAML files and command-line flags, validated once at the edge.
 
-A sweep (`SweepConfig`) is models × lengths × seeds; each combination is a cell (`CellConfig`),
-saved with its result so that every number traces back to what produced it.
+A sweep (`SweepConfig`) is models × widths × task settings × lengths × lrs × weight decays ×
+seeds; each combination is a cell (`CellConfig`), saved with its result so that every number
+traces back to what produced it. A task setting may carry its own lengths (zoology pairs each
+length with a number of key-value pairs; MAD varies one difficulty axis per setting), and
+`d_models` sweeps the width (the model's key then carries it: `mamba-s6@d128`).
 
 The task section is tagged by `name` but is not a static pydantic discriminated union: it is
 validated through the task registry (`task_config.parse_task`), so that tasks registered by
@@ -26,10 +29,11 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
-from ssmbench.experiment.task_config import DEFAULT_TASK, TASK_FIELD, TaskConfig
+from ssmbench.experiment.task_config import DEFAULT_TASK, TASK_FIELD, TaskConfig, TaskSection
 from ssmbench.models import get as model_spec
 from ssmbench.models import names as model_names
 from ssmbench.ops.scan import BACKENDS
@@ -139,19 +143,74 @@ class CellConfig(_Cell):
     model: str
     seq_len: PositiveInt
     seed: int = Field(ge=0, lt=MAX_TRAIN_SEED)
+    width_swept: bool = False  # its sweep varies arch.d_model: the width is part of its key
+
+    @property
+    def model_key(self) -> str:
+        """The model setting: its registry name, with the width when the sweep varies it
+        (`mamba-s6@d128`). Results are grouped, and their lr chosen, per model key."""
+        return f"{self.model}@d{self.arch.d_model}" if self.width_swept else self.model
 
     @property
     def id(self) -> str:
         hp = self.train
         return (
-            f"{self.model}/{self.task.key}/L{self.seq_len}/lr{hp.lr:g}/wd{hp.weight_decay:g}"
-            f"/s{self.seed}"
+            f"{self.model_key}/{self.task.key}/L{self.seq_len}/lr{hp.lr:g}"
+            f"/wd{hp.weight_decay:g}/s{self.seed}"
         )
 
     @property
     def cost_id(self) -> str:
-        """What its cost depends on: model and input shape (lr, weight decay and seed don't)."""
-        return f"{self.model}/{self.task.key}/L{self.seq_len}"
+        """What its cost depends on: model, width and input shape (not lr, wd or seed)."""
+        return f"{self.model_key}/{self.task.key}/L{self.seq_len}"
+
+
+Length = Annotated[int, Field(strict=True, gt=0)]
+
+
+class TaskSetting(_Strict):
+    """One entry of `tasks:`, written flat: `{name: mqar, num_kv_pairs: 4, lengths: [64]}`.
+
+    `lengths`, when given, are the lengths this setting runs at instead of the sweep's
+    `lengths` (a difficulty that pairs a length with task parameters); `train`, the keys of the
+    train section this setting sets otherwise (a budget in epochs: fewer steps for a smaller
+    training set). The lr and weight decay come from the sweep's grid alone."""
+
+    task: TaskConfig
+    lengths: list[Length] | None = Field(None, min_length=1)
+    train: TrainConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return {"task": value}  # the task section says what it must be
+        if isinstance(value.get("task"), TaskSection):  # built in code: TaskSetting(task=...)
+            return value
+        section = {k: v for k, v in value.items() if k not in ("lengths", "train")}
+        return {"task": section, **{k: value[k] for k in ("lengths", "train") if k in value}}
+
+    @model_validator(mode="after")
+    def _not_the_grid(self) -> TaskSetting:
+        grid = sorted(self.train_overrides().keys() & {"lr", "weight_decay"})
+        if grid:
+            raise ValueError(
+                f"train.{grid[0]}: a task entry cannot set it; the sweep's lrs / weight_decays do"
+            )
+        return self
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The train keys this entry sets (none: the sweep's train section as it is)."""
+        if self.train is None:
+            return {}
+        return self.train.model_dump(include=self.train.model_fields_set)
+
+    @model_serializer
+    def _to_flat(self) -> dict[str, Any]:
+        own = {} if self.lengths is None else {"lengths": self.lengths}
+        if self.train is not None:
+            own["train"] = self.train_overrides()
+        return {**self.task.model_dump(), **own}
 
 
 class SweepConfig(_Cell):
@@ -164,8 +223,9 @@ class SweepConfig(_Cell):
     description: str = ""  # one line, shown by `ssmbench presets`
     estimate: str = ""  # what a run costs, in words, shown by `ssmbench presets`
     models: list[str] = Field(min_length=1)
-    tasks: list[TaskConfig] | None = Field(None, min_length=1)  # settings; default [task]
-    lengths: list[Annotated[int, Field(strict=True, gt=0)]] = Field(min_length=1)
+    tasks: list[TaskSetting] | None = Field(None, min_length=1)  # settings; default [task]
+    lengths: list[Length] | None = Field(None, min_length=1)  # of settings without their own
+    d_models: list[Length] | None = Field(None, min_length=1)  # widths swept (default arch's)
     lrs: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
     weight_decays: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=1)
     seeds: list[Annotated[int, Field(strict=True)]] = Field([0], min_length=1)
@@ -195,18 +255,51 @@ class SweepConfig(_Cell):
         return seeds
 
     @model_validator(mode="after")
+    def _every_setting_has_lengths(self) -> SweepConfig:
+        own = [s.lengths is not None for s in self.tasks or []]
+        if self.lengths is None and not (own and all(own)):
+            raise ValueError("no lengths: give lengths (--lengths), or lengths in every task entry")
+        if self.lengths is not None and own and all(own):
+            raise ValueError(
+                "lengths (--lengths) unused: every task entry has its own lengths; drop them"
+                " or give a task entry without lengths"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _task_fits_every_length(self) -> SweepConfig:
-        for task in self.settings():
-            for length in sorted({*self.lengths, *self.eval_lengths}):
+        seen = set()
+        for task, lengths in self.setting_lengths():
+            for length in sorted({*lengths, *self.eval_lengths}):
                 try:
                     task.build(length)
                 except ValueError as e:
                     raise ValueError(f"length {length} does not fit the task: {e}") from None
+            for length in lengths:
+                if (task.key, length) in seen:
+                    raise ValueError(f"tasks: {task.key} at L={length} is listed twice; drop one")
+                seen.add((task.key, length))
         return self
 
-    def settings(self) -> list[TaskConfig]:
+    def entries(self) -> list[TaskSetting]:
+        """The task entries swept (the `task` section alone when `tasks` is not given)."""
+        return list(self.tasks or [TaskSetting(task=self.task)])
+
+    def setting_lengths(self) -> list[tuple[TaskSection, list[int]]]:
+        """Every task setting swept, with the lengths it runs at (its own, else the sweep's)."""
+        return [(e.task, list(e.lengths or self.lengths or [])) for e in self.entries()]
+
+    def settings(self) -> list[TaskSection]:
         """The task settings swept."""
-        return list(self.tasks or [self.task])
+        return [task for task, _ in self.setting_lengths()]
+
+    def all_lengths(self) -> list[int]:
+        """Every training length of the sweep, ascending."""
+        return sorted({length for _, lengths in self.setting_lengths() for length in lengths})
+
+    def widths(self) -> list[int]:
+        """The d_model values swept (the arch section's alone unless `d_models` is given)."""
+        return self.d_models or [self.arch.d_model]
 
     def grid(self) -> tuple[list[float], list[float]]:
         """The learning rates and weight decays swept."""
@@ -218,29 +311,45 @@ class SweepConfig(_Cell):
     def cells(self) -> list[CellConfig]:
         shared = self.model_dump(include=set(_Cell.model_fields))
         lrs, wds = self.grid()
-        tasks = [t.model_dump() for t in self.tasks or [self.task]]
+        settings = [
+            (e.task.model_dump(), lengths, {**shared["train"], **e.train_overrides()})
+            for e, (_, lengths) in zip(self.entries(), self.setting_lengths(), strict=True)
+        ]
         return [
             CellConfig(
                 model=m,
                 seq_len=L,
                 seed=s,
+                width_swept=self.d_models is not None,
                 **{
                     **shared,
                     "task": task,
-                    "train": {**shared["train"], "lr": lr, "weight_decay": wd},
+                    "arch": {**shared["arch"], "d_model": d},
+                    "train": {**train, "lr": lr, "weight_decay": wd},
                 },
             )
             for m in self.models
-            for task in tasks
-            for L in self.lengths
+            for d in self.widths()
+            for task, lengths, train in settings
+            for L in lengths
             for lr in lrs
             for wd in wds
             for s in self.seeds
         ]
 
     def fingerprint(self) -> str:
-        """What sweeps sharing an output folder must agree on (models/lengths/seeds may grow)."""
-        return json.dumps(self.model_dump(include=set(_Cell.model_fields)), sort_keys=True)
+        """What sweeps sharing an output folder must agree on (models, task settings, lengths,
+        widths, lrs, weight decays and seeds may grow); a swept width replaces arch.d_model, and
+        task entries' own train keys are added where there are any."""
+        shared = self.model_dump(include=set(_Cell.model_fields))
+        if self.d_models is not None:
+            shared["arch"]["d_model"] = "swept"
+        own_train = [
+            [e.task.key, e.lengths, e.train_overrides()] for e in self.entries() if e.train
+        ]
+        if own_train:
+            shared["train_per_task"] = own_train
+        return json.dumps(shared, sort_keys=True)
 
 
 PRESET_DIR = importlib.resources.files("ssmbench") / "presets"
@@ -329,7 +438,7 @@ def _choose_preset(asked: str | None, file: Path | None, in_file: Any) -> str:
 
 def _dedupe(data: dict[str, Any]) -> None:
     """Drop repeated list entries (each cell runs once), with a note on stderr."""
-    for key in ("models", "lengths", "seeds", "lrs", "weight_decays"):
+    for key in ("models", "lengths", "seeds", "lrs", "weight_decays", "d_models"):
         values = data.get(key)
         plain = isinstance(values, list) and all(isinstance(v, str | int | float) for v in values)
         if not plain:

@@ -53,9 +53,28 @@ def estimate(config: SweepConfig, steps: int = 3) -> list[ShapeEstimate]:
     return found
 
 
+def format_cells(config: SweepConfig) -> list[str]:
+    cells = config.cells()
+    return [f"{len(cells)} cells:"] + [f"  {cell.id}" for cell in cells]
+
+
+def dry_run(config: SweepConfig) -> str:
+    """What `ssmbench run --dry-run` prints: the cells and the estimate, or only the cells where
+    the config's device is not on this machine (a GPU preset on a CPU machine)."""
+    try:
+        resolve_device(config.device)
+    except ValueError:
+        return "\n".join([
+            *format_cells(config),
+            f"no estimate: --device {config.device} is not available on this machine "
+            "(--device cpu would time the CPU instead)",
+        ]) + "\n"  # fmt: skip
+    return format_estimate(config, estimate(config))
+
+
 def format_estimate(config: SweepConfig, found: list[ShapeEstimate]) -> str:
     """The cells, then a line per (model, shape) and the total, as plain text."""
-    lines = [f"{len(config.cells())} cells:"] + [f"  {cell.id}" for cell in config.cells()]
+    lines = format_cells(config)
     lines.append("estimate from a few timed steps per (model, shape), on this machine, now:")
     total = 0.0
     for shape in found:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ssmbench.experiment.config import ConfigError, SweepConfig
+from ssmbench.experiment.config import CellConfig, ConfigError, SweepConfig
 
 GiB = 2**30
 # Bytes of saved activations per (sample, position, channel, layer) in a training step: float32
@@ -20,10 +20,10 @@ _FLOAT = 4
 _WIDE_TENSORS = 8
 
 
-def training_bytes(config: SweepConfig) -> int:
-    """Rough peak memory of the largest cell: batch × length × width × layers × (N + 8) × 4 B,
-    plus the fixed validation and test sets (int64 tokens)."""
-    length, a, hp = max(config.lengths), config.arch, config.train
+def training_bytes(cell: CellConfig) -> int:
+    """Rough peak memory of a cell: batch × length × width × layers × (N + 8) × 4 B, plus the
+    fixed validation and test sets (int64 tokens)."""
+    a, hp, length = cell.arch, cell.train, cell.seq_len
     activations = hp.batch_size * length * a.d_model * a.n_layers * (a.d_state + _WIDE_TENSORS)
     fixed_sets = 2 * (hp.val_size + hp.test_size) * length * 8
     return activations * _FLOAT + fixed_sets
@@ -47,12 +47,13 @@ def available_bytes(device: torch.device) -> int | None:
 
 def check_memory(config: SweepConfig, device: torch.device) -> None:
     """Refuse a sweep whose largest cell would clearly not fit in memory."""
-    need, have = training_bytes(config), available_bytes(device)
+    cell = max(config.cells(), key=training_bytes)
+    need, have = training_bytes(cell), available_bytes(device)
     if have is None or need <= have:
         return
     raise ConfigError(
-        f"length {max(config.lengths)} × batch {config.train.batch_size} × width "
-        f"{config.arch.d_model} needs about {need / GiB:.1f} GiB, more than the "
+        f"length {cell.seq_len} × batch {cell.train.batch_size} × width "
+        f"{cell.arch.d_model} needs about {need / GiB:.1f} GiB, more than the "
         f"{have / GiB:.1f} GiB free on {device.type}; lower --lengths or the batch size, "
         "or pass --skip-memory-check"
     )

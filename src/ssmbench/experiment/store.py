@@ -63,8 +63,9 @@ def journal_of(path: Path) -> Path:
 
 
 def _identity(cell: CellConfig) -> tuple[str, str, str, int, int | None]:
-    """id, model, task key, seq_len and n_tokens (None for a task without it)."""
-    return (cell.id, cell.model, cell.task.key, cell.seq_len, cell.task.params.get("n_tokens"))
+    """id, model key (`mamba-s6`, or `mamba-s6@d128` where the width is swept), task key,
+    seq_len and n_tokens (None for a task without it)."""
+    return (cell.id, cell.model_key, cell.task.key, cell.seq_len, cell.task.params.get("n_tokens"))
 
 
 class Store:

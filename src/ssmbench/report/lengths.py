@@ -37,8 +37,9 @@ def _mean(values: list[float | str]) -> float | None:
     return 100 * sum(numbers) / len(numbers) if numbers else None
 
 
-def length_table(per_model: Results) -> str:
-    """Mean test accuracy (%) per model and evaluation length; 'oom' where a length did not fit."""
+def length_table(per_model: Results, rows: list[dict]) -> str:
+    """Mean test accuracy (%) per model and evaluation length; 'oom' where a length did not fit.
+    `rows` give the models' display names."""
 
     def text(values: list[float | str]) -> str:
         mean = _mean(values)
@@ -46,7 +47,9 @@ def length_table(per_model: Results) -> str:
 
     lengths = sorted({length for by_length in per_model.values() for length in by_length})
     order = model_order([{"model": m} for m in per_model])
-    body = [[display_name(m), *(text(per_model[m].get(n, [])) for n in lengths)] for m in order]
+    body = [
+        [display_name(m, rows), *(text(per_model[m].get(n, [])) for n in lengths)] for m in order
+    ]
     header = ["Test accuracy (%)", *(f"L={n}" for n in lengths)]
     return markdown_table(header, body, ["<", *(">" for _ in lengths)])
 
@@ -59,14 +62,15 @@ def length_sections(rows: list[dict]) -> list[str]:
             f"## Accuracy at other lengths: {key}",
             "The best-validation weights of each cell on a fixed test set of the task at each "
             "length (the training length included), mean over finished seeds.",
-            length_table(per_model),
+            length_table(per_model, rows),
             f"![Accuracy against evaluation length, {key}](img/{LENGTH_IMAGE.format(key=key)})",
         ]
     return parts
 
 
-def length_chart(key: str, per_model: Results, style: dict[str, dict]) -> Figure:
-    """Test accuracy (%) against evaluation length (log-2 x axis), a line per model."""
+def length_chart(key: str, per_model: Results, style: dict[str, dict], rows: list[dict]) -> Figure:
+    """Test accuracy (%) against evaluation length (log-2 x axis), a line per model (named as
+    `rows` record)."""
     fig = Figure(figsize=(10.0, 5.0), layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(f"Accuracy at other lengths: {key}")
@@ -77,7 +81,7 @@ def length_chart(key: str, per_model: Results, style: dict[str, dict]) -> Figure
             [n for n, _ in points],
             [m for _, m in points],
             marker="o",
-            label=display_name(model),
+            label=display_name(model, rows),
             **style[model],
         )
     ax.set_xscale("log", base=2)

@@ -35,7 +35,7 @@ def _protocol(rows: list[dict]) -> list[str]:
         "Score: for each task, the mean over its settings of the test accuracy at the chosen "
         "(lr, wd); then the mean over tasks (MAD's score). A model missing settings is scored on "
         "those it has (their count is in the last column).",
-        leaderboard_table(scores(choices), {c.model: c.display_name for c in choices}),
+        leaderboard_table(scores(choices), {c.model: c.title for c in choices}),
         "## Learning-rate sensitivity",
         "Mean validation accuracy over seeds at each learning rate (best weight decay), a panel "
         "per task setting and length: how narrow each model's window is.",

@@ -19,7 +19,7 @@ from matplotlib.ticker import ScalarFormatter
 from ssmbench.report.lengths import LENGTH_IMAGE, length_chart, length_results
 from ssmbench.report.markdown import LR_IMAGE, difficulty_image
 from ssmbench.report.protocol import selected_rows
-from ssmbench.report.stats import Choice, along_axis, choose, difficulty_axes
+from ssmbench.report.stats import Choice, along_axis, choose, difficulty_axes, line_of
 from ssmbench.report.tables import (
     CURVES_IMAGE,
     METRICS,
@@ -116,14 +116,26 @@ LINESTYLES = {"none": "-", "ssm": "-", "mamba": "--", "h3": ":", "mamba2": "-."}
 
 def _line_styles(rows: list[dict]) -> dict[str, dict]:
     """A colour per mixer (its rows' `mixer`, else the model id) in order of first appearance,
-    shared by every block around it; the block (rows' `block`) sets the line style."""
+    shared by every block around it; the block (rows' `block`) sets the line style, and a swept
+    width (model key `NAME@dW`) the line width, wider for wider models."""
     facts = {r["model"]: (r.get("mixer") or r["model"], r.get("block") or "none") for r in rows}
     mixers = list(dict.fromkeys(mixer for mixer, _ in facts.values()))
     palette = colormaps["tab10" if len(mixers) <= 10 else "tab20"]
+    widths = sorted({_width(model) for model in facts})
     return {
-        model: {"color": palette(mixers.index(mixer)), "linestyle": LINESTYLES.get(block, "-")}
+        model: {
+            "color": palette(mixers.index(mixer)),
+            "linestyle": LINESTYLES.get(block, "-"),
+            **({"linewidth": 1.0 + 0.8 * widths.index(_width(model))} if len(widths) > 1 else {}),
+        }
         for model, (mixer, block) in facts.items()
     }
+
+
+def _width(model: str) -> int:
+    """The swept width of a model key (`mamba-s6@d128` -> 128), 0 for a bare model name."""
+    _, _, width = model.partition("@d")
+    return int(width) if width.isdigit() else 0
 
 
 def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
@@ -148,8 +160,7 @@ def learning_curves(rows: list[dict], curves: dict[str, list[dict]]) -> bytes:
             ax.plot(
                 [p["step"] for p in points],
                 [100 * p["val_accuracy"] for p in points],
-                **styles[row["model"]],
-                linewidth=1.3,
+                **{"linewidth": 1.3, **styles[row["model"]]},
             )
         ax.set_title(column_label(col, cols))
         ax.set_xlabel("training step")
@@ -211,7 +222,9 @@ def along(choices: list[Choice], task_name: str, axis: str) -> bytes:
     ax = fig.add_subplot()
     ax.set_title(f"{task_name}: test accuracy at the chosen lr against {axis}")
     lines = along_axis(choices, task_name, axis)
-    like_rows = [{"model": c.model, "display_name": c.display_name, **c.facts} for c in choices]
+    like_rows = [
+        {"model": line_of(c, axis), "display_name": c.display_name, **c.facts} for c in choices
+    ]
     styles = _line_styles(like_rows)
     for model in model_order([{"model": m} for m in lines]):
         xs = list(lines[model])
@@ -247,5 +260,5 @@ def figures(
             charts[difficulty_image(task_name, axis)] = along(choices, task_name, axis)
     for key, per_model in length_results(chosen).items():
         style = _line_styles([{"model": model} for model in per_model])
-        charts[LENGTH_IMAGE.format(key=key)] = _png(length_chart(key, per_model, style))
+        charts[LENGTH_IMAGE.format(key=key)] = _png(length_chart(key, per_model, style, rows))
     return charts

@@ -64,7 +64,7 @@ def choice_table(choices: list[Choice]) -> str:
             [
                 c.task,
                 str(c.seq_len),
-                c.display_name or c.model,
+                c.title,
                 f"{point.lr:g}" if point else "—",
                 f"{point.weight_decay:g}" if point else "—",
                 str(len(c.points)),

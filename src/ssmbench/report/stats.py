@@ -21,6 +21,8 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
+from ssmbench.report.tables import display_name
+
 Setting = tuple[str, str, int]  # (model, task key, seq_len)
 
 
@@ -72,6 +74,13 @@ class Choice:
     points: list[GridPoint] = field(default_factory=list)
     display_name: str = ""  # the registry's, as its rows recorded it ('' for old rows)
     facts: dict[str, Any] = field(default_factory=dict)  # its rows' mixer and block (plot styles)
+    base_model: str = ""  # the registry name (model is the model key, e.g. mamba-s6@d128)
+    d_model: int | None = None  # the width its rows were trained at
+
+    @property
+    def title(self) -> str:
+        """Its display name, the model key's swept width included ('Mamba (S6) @d128')."""
+        return display_name(self.model, [{"model": self.model, "display_name": self.display_name}])
 
     @property
     def status(self) -> str:
@@ -115,7 +124,11 @@ def choose(rows: list[dict]) -> list[Choice]:
         first = next(iter(grid.values()))[0]
         facts = {key: first.get(key) for key in ("mixer", "block")}
         title = first.get("display_name") or ""
-        choices.append(Choice(model, task, name, params, seq_len, chosen, points, title, facts))
+        config = first.get("config") or {}
+        base, width = config.get("model", model), (config.get("arch") or {}).get("d_model")
+        choices.append(
+            Choice(model, task, name, params, seq_len, chosen, points, title, facts, base, width)
+        )
     return choices
 
 
@@ -150,25 +163,34 @@ def scores(choices: list[Choice]) -> list[Score]:
 
 
 def difficulty_axes(choices: list[Choice]) -> dict[str, list[str]]:
-    """Per task name, the axes (seq_len and task parameters) that take several values."""
+    """Per task name, the axes (seq_len, d_model and task parameters) that take several values."""
     axes: dict[str, list[str]] = {}
     for name in dict.fromkeys(c.task_name for c in choices):
         mine = [c for c in choices if c.task_name == name]
-        keys = ["seq_len", *sorted({k for c in mine for k in c.task_params})]
+        keys = ["seq_len", "d_model", *sorted({k for c in mine for k in c.task_params})]
         axes[name] = [k for k in keys if len({_axis_value(c, k) for c in mine}) > 1]
     return axes
 
 
 def _axis_value(choice: Choice, axis: str) -> Any:
-    return choice.seq_len if axis == "seq_len" else choice.task_params.get(axis)
+    if axis in ("seq_len", "d_model"):
+        return getattr(choice, axis)
+    return choice.task_params.get(axis)
+
+
+def line_of(choice: Choice, axis: str) -> str:
+    """The line a choice belongs to on a plot along `axis`: its model key, or along d_model
+    the registry model (its widths are the points of one line)."""
+    return (choice.base_model or choice.model) if axis == "d_model" else choice.model
 
 
 def along_axis(choices: list[Choice], task_name: str, axis: str) -> dict[str, dict[Any, float]]:
-    """{model: {axis value: chosen test accuracy, averaged over the task's other settings}}."""
+    """{line: {axis value: chosen test accuracy, averaged over the task's other settings}}, a
+    line per model key (per registry model along d_model)."""
     found: dict[str, dict[Any, list[float]]] = {}
     for c in choices:
         if c.task_name == task_name and c.chosen is not None and c.chosen.test is not None:
-            found.setdefault(c.model, {}).setdefault(_axis_value(c, axis), []).append(
+            found.setdefault(line_of(c, axis), {}).setdefault(_axis_value(c, axis), []).append(
                 c.chosen.test.mean
             )
     return {

@@ -121,9 +121,13 @@ def get_metric(key: str) -> Metric:
 
 
 def display_name(model: str, rows: Iterable[dict] = ()) -> str:
-    """The display name its rows record (the registry's, saved with each result), else the id."""
+    """The display name its rows record (the registry's, saved with each result), else the id;
+    a model key's swept width follows the name ('Mamba (S6) @d128' for mamba-s6@d128)."""
     names = (r.get("display_name") for r in rows if r["model"] == model)
-    return next((name for name in names if name), model)
+    name = next((name for name in names if name), None)
+    if name is None:
+        return model
+    return f"{name} @{model.split('@', 1)[1]}" if "@" in model else name
 
 
 def model_order(rows: list[dict]) -> list[str]:
