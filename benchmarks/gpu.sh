@@ -4,7 +4,11 @@
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]       # default docs/results
 #
-# Needs a CUDA build of torch; installs ssmbench (and mamba_ssm's kernel when it builds) if absent.
+# Needs a CUDA build of torch; installs ssmbench (and the optional CUDA kernels when they build) if
+# absent. Optional kernels, each used on CUDA when it imports and recorded per row:
+#   mamba-ssm      selective_scan_fn (scan_backend cuda-mamba_ssm) and Mamba-2's
+#                  mamba_chunk_scan_combined (ssd_backend mamba_ssm)
+#   causal-conv1d  causal_conv1d_fn, Mamba's and Mamba-2's short convolution (conv_backend)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out_dir=${1:-docs/results}
@@ -15,6 +19,9 @@ python -c "import pynvml" 2>/dev/null || python -m pip install --quiet nvidia-ml
 python -c "import mamba_ssm" 2>/dev/null \
   || timeout 240 python -m pip install --quiet --no-build-isolation mamba-ssm \
   || echo "mamba_ssm unavailable: the CUDA-kernel column will be missing" >&2
+python -c "import causal_conv1d" 2>/dev/null \
+  || timeout 240 python -m pip install --quiet --no-build-isolation causal-conv1d \
+  || echo "causal_conv1d unavailable: Mamba's convolution runs on torch's conv1d" >&2
 
 gpu=$(python -c "import torch; assert torch.cuda.is_available(); print(torch.cuda.get_device_name(0))")
 slug=$(echo "$gpu" | tr -cs 'A-Za-z0-9' '-' | sed 's/-*$//')

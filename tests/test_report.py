@@ -74,6 +74,7 @@ def make_row(model: str, seq_len: int, seed: int, status: str = "done", n_tokens
         "ssmbench_version": "0.1.0",
         "git_commit": "deadbeef",
         "scan_backend": "sequential",
+        "conv_backend": "torch" if model == "s6" else None,
         "error": None if done else "Traceback ...\nRuntimeError: out of memory (test)",
         "config": {
             **CONFIG,
@@ -190,6 +191,7 @@ def test_report_has_provenance_every_table_figure_and_failures(
         "0.1.0 (git deadbeef)",
         "threads 2",
         "sequential",
+        "causal conv torch; SSD not recorded; torch.compile off",
         "Seeds: 0, 1",
         "max steps 4000",
         "batch 64",

@@ -25,9 +25,9 @@ from ssmbench.experiment.measure import (
 )
 from ssmbench.experiment.task_config import DEFAULT_TASK, TaskSection, parse_task
 from ssmbench.experiment.train import as_compile_failure
-from ssmbench.models import backends_of, build, get, n_params, names
+from ssmbench.models import build, get, n_params, names
 from ssmbench.models.autoencoder import with_readout
-from ssmbench.ops.scan import resolve_backend
+from ssmbench.models.kernels import recorded_backends
 from ssmbench.tasks import Task
 
 # The study's published Results tables (/work/shared/study/results.md: FilippoOlivo/SSM,
@@ -148,6 +148,8 @@ def bench(
                 **dict.fromkeys(MEASURES),
                 **dict.fromkeys(PEAK_FIGURES),
                 "scan_backend": None,
+                "conv_backend": None,
+                "ssd_backend": None,
                 "status": "done",
                 "error": None,
                 **env,
@@ -170,8 +172,7 @@ def _measure_model(name, task, arch, inputs, targets, device, how, peak) -> dict
         model = with_readout(build(name, task.vocab_size, **arch), task.readout).to(device)
         found["params"] = n_params(model)
         found.update(get(name).describe(arch["d_model"], arch["d_state"], seq_len))
-        if "selective-scan" in backends_of(model):
-            found["scan_backend"] = resolve_backend(device)
+        found.update(recorded_backends(model, device))
         inputs, targets = inputs.to(device), targets.to(device)
         found.update(measure(model, inputs, targets, device, warmup, repeats, compile=compiled))
         flops = train_step_flops(model, inputs, targets)

@@ -26,8 +26,9 @@ from ssmbench.experiment.train import (
     build_model,
     train,
 )
-from ssmbench.models import backends_of, get
-from ssmbench.ops.scan import resolve_backend, set_default_backend
+from ssmbench.models import get
+from ssmbench.models.kernels import recorded_backends
+from ssmbench.ops.scan import set_default_backend
 
 CHECKPOINTS = "checkpoints"
 
@@ -54,17 +55,16 @@ def _prepare(cell: CellConfig) -> torch.device:
 
 def _describe(cell: CellConfig, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """Parameters, the registry's facts (display name, family, state size...), the environment,
-    and the selective-scan backend where the model's modules call the scan."""
+    and the backend of each kernel family the model's modules call (scan, conv, SSD)."""
     arch = cell.arch
     facts = get(cell.model).describe(
         arch.d_model, arch.d_state, cell.seq_len, **arch.options.get(cell.model, {})
     )
-    uses_scan = "selective-scan" in backends_of(model)
     return {
         "params": sum(p.numel() for p in model.parameters()),
         **facts,
         **environment(device),
-        "scan_backend": resolve_backend(device) if uses_scan else None,
+        **recorded_backends(model, device),
     }
 
 

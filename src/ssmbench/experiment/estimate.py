@@ -26,13 +26,15 @@ class ShapeEstimate:
     cells: int  # how many cells share it
     train_ms: float
     infer_ms: float
+    compile_s: float = 0.0  # with --compile: the first compiled step, paid once per cell
 
     @property
     def seconds_per_cell(self) -> float:
         hp = self.cell.train
         evals = hp.max_steps / hp.eval_every
         batches = math.ceil(hp.val_size / hp.batch_size)
-        return (hp.max_steps * self.train_ms + evals * batches * self.infer_ms) / 1e3
+        steps_s = (hp.max_steps * self.train_ms + evals * batches * self.infer_ms) / 1e3
+        return self.compile_s + steps_s
 
 
 def estimate(config: SweepConfig, steps: int = 3) -> list[ShapeEstimate]:
@@ -48,8 +50,10 @@ def estimate(config: SweepConfig, steps: int = 3) -> list[ShapeEstimate]:
         task = cell.task.build(cell.seq_len)
         model = build_model(cell, task)
         batch = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0), train=True)
-        cost = measure(model, *batch, device, warmup=1, repeats=steps, hp=cell.train)
-        found.append(ShapeEstimate(cell, len(cells), cost["train_ms"], cost["infer_ms"]))
+        cost = measure(model, *batch, device, warmup=1, repeats=steps, hp=cell.train,
+                       compile=cell.compile)  # fmt: skip
+        compile_s = cost["compile_s"] or 0.0
+        found.append(ShapeEstimate(cell, len(cells), cost["train_ms"], cost["infer_ms"], compile_s))
     return found
 
 

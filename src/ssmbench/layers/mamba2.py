@@ -9,7 +9,10 @@ E = expand·D inner channels in H heads of size P, G groups of B/C shared by H/G
     out = W_out RMSNorm(y ⊙ SiLU(z))
 
 SSD runs as chunked linear attention (ops.linear_attention, the chunked form of `ssd_minimal.py`)
-with q = C, k = B, v = Δ·x and the scalar log-decay Δ·A.
+with q = C, k = B, v = Δ·x and the scalar log-decay Δ·A. On CUDA tensors, when mamba_ssm
+imports, its fused Triton kernel `mamba_chunk_scan_combined` (ops/triton/ssd_combined.py) runs
+instead, and the causal convolution is `ops.causal_conv1d` (the causal-conv1d kernel on CUDA when
+installed); `ssd_backend(device)` and `conv_backend(device)` say which run.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmbench.ops.causal_conv import causal_conv1d
 from ssmbench.ops.linear_attention import linear_attention
+from ssmbench.ops.optional import on_kernel_device, optional_kernel
+
+# mamba_ssm's fused SSD kernel (Triton): module, function
+KERNEL = ("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+
+
+def ssd_backend(device: torch.device | str) -> str:
+    """'mamba_ssm' (the fused Triton kernel) or 'torch' (chunked form): what `ssd` runs."""
+    return "mamba_ssm" if on_kernel_device(device) and optional_kernel(*KERNEL) else "torch"
 
 
 def ssd(
@@ -31,7 +44,10 @@ def ssd(
     C: torch.Tensor,
     chunk: int = 64,
 ) -> torch.Tensor:
-    """x (b, L, H, P), dt (b, L, H), A (H,), B and C (b, L, G, N) -> y (b, L, H, P), no D."""
+    """x (b, L, H, P), dt (b, L, H), A (H,), B and C (b, L, G, N) -> y (b, L, H, P), no D.
+    `chunk` is the chunk length of either backend (`ssd_backend`)."""
+    if ssd_backend(x.device) == "mamba_ssm":  # same layouts; dt is already Δ (no bias, softplus)
+        return optional_kernel(*KERNEL)(x, dt, A, B, C, chunk_size=chunk)
     H, G = x.shape[2], B.shape[2]
     B, C = (X.repeat_interleave(H // G, dim=2).transpose(1, 2) for X in (B, C))  # (b, H, L, N)
     v = (x * dt[..., None]).transpose(1, 2)  # (b, H, L, P)
@@ -40,6 +56,8 @@ def ssd(
 
 
 class Mamba2(nn.Module):
+    kernels = ("causal-conv1d", "ssd")  # read by models.backends_of: the recorded backends
+
     def __init__(
         self,
         d_model: int,
@@ -78,7 +96,8 @@ class Mamba2(nn.Module):
         b, L, _ = u.shape
         GN = self.ngroups * self.d_state
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.d_inner + 2 * GN, self.n_heads], -1)
-        xBC = F.silu(self.conv1d(xBC.mT)[..., :L].mT)  # (b, L, E + 2GN), causal
+        weight = self.conv1d.weight[:, 0]  # (E + 2GN, W)
+        xBC = causal_conv1d(xBC.mT, weight, self.conv1d.bias, activation="silu").mT  # causal
         x, B, C = xBC.split([self.d_inner, GN, GN], dim=-1)
         x = x.view(b, L, self.n_heads, self.headdim)  # (b, L, H, P)
         dt = F.softplus(dt + self.dt_bias)  # (b, L, H)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmbench.ops.causal_conv import causal_conv1d
+
 
 class SSMBlock(nn.Module):
     """The standalone S4D layer's block: y = GLU(W · GELU(SSM(x))), with SSM(x) including D x."""
@@ -27,7 +29,12 @@ class MambaBlock(nn.Module):
     """Mamba's block (Gu & Dao 2023, Fig. 3) around any inner SSM acting on E = expand·D channels:
 
     x, z = W_in u;  x = SiLU(conv1d_causal(x));  y = SSM(x) ⊙ SiLU(z);  out = W_out y
+
+    The causal convolution is `ops.causal_conv1d` (the causal-conv1d kernel on CUDA when it is
+    installed).
     """
+
+    kernels = ("causal-conv1d",)  # read by models.backends_of: the recorded conv backend
 
     def __init__(
         self,
@@ -45,8 +52,8 @@ class MambaBlock(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, D) -> (B, L, D)."""
-        L = u.shape[1]
         x, z = self.in_proj(u).chunk(2, dim=-1)  # (B, L, E) each
-        x = self.conv1d(x.mT)[..., :L].mT  # (B, L, E), causal: keep the first L outputs
-        y = self.ssm(F.silu(x)) * F.silu(z)  # (B, L, E)
+        weight = self.conv1d.weight[:, 0]  # (E, W)
+        x = causal_conv1d(x.mT, weight, self.conv1d.bias, activation="silu").mT  # (B, L, E)
+        y = self.ssm(x) * F.silu(z)  # (B, L, E)
         return self.out_proj(y)  # (B, L, D)

@@ -65,10 +65,15 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
     first = rows[0]
     cuda = first["device"] == "cuda"
     backends = sorted({row["scan_backend"] for row in rows if row["scan_backend"] is not None})
+    others = {  # the causal-conv1d and SSD kernels that ran, where a model calls them
+        kind: ", ".join(sorted({r[f"{kind}_backend"] for r in rows if r.get(f"{kind}_backend")}))
+        for kind in ("conv", "ssd")
+    }
     where = (
         f"Measured on {first['device']} ({first['device_name']}), torch {first['torch_version']}, "
         f"threads: {first['threads']}, "
-        f"scan backend: {', '.join(backends) or 'none (no S6 model)'}; "
+        f"scan backend: {', '.join(backends) or 'none (no S6 model)'}, "
+        f"causal conv: {others['conv'] or 'none'}, SSD: {others['ssd'] or 'none'}; "
         f"ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
         f"batch {first['batch_size']}, task {first['task_key']}, median and IQR of "
         f"{first['repeats']} steps after {first['warmup']} warm-up steps. "

@@ -264,7 +264,10 @@ def provenance(rows: list[dict], meta: dict) -> list[str]:
         f"- Device: {device_label(rows)}",
         f"- torch {_distinct(r.get('torch_version') for r in rows)}; ssmbench {builds}; "
         f"threads {_distinct(r.get('threads') for r in rows)}; "
-        f"scan backend {_distinct(r['scan_backend'] for r in rows if r.get('scan_backend'))}",
+        f"scan backend {_distinct(r['scan_backend'] for r in rows if r.get('scan_backend'))}; "
+        f"causal conv {_distinct(r['conv_backend'] for r in rows if r.get('conv_backend'))}; "
+        f"SSD {_distinct(r['ssd_backend'] for r in rows if r.get('ssd_backend'))}; "
+        f"torch.compile {_distinct('on' if r.get('compiled') else 'off' for r in rows)}",
         f"- Seeds: {', '.join(map(str, seeds)) or 'none'}",
         f"- Step budget: {budget}",
         f"- Cells: {len(rows)} ({counts}); training wall time {train_minutes:.1f} min in all",

@@ -1,0 +1,38 @@
+"""Which implementation of each kernel family a built model runs on a device, as results record it.
+
+A module declares the kernel families it calls in its `kernels` class attribute (read by
+`backends_of`); each family has a result field and the function that resolves its backend:
+
+    selective-scan -> scan_backend  ('numba', 'torch-sequential', 'cuda-mamba_ssm', ...)
+    causal-conv1d  -> conv_backend  ('causal_conv1d' kernel or 'torch')
+    ssd            -> ssd_backend   ('mamba_ssm' Triton kernel or 'torch')
+
+A field is None when the model calls no kernel of that family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ssmbench.layers.mamba2 import ssd_backend
+from ssmbench.models.registry import backends_of
+from ssmbench.ops.causal_conv import conv_backend
+from ssmbench.ops.scan import resolve_backend
+
+KERNEL_FIELDS: dict[str, tuple[str, Callable[[torch.device], str]]] = {
+    "selective-scan": ("scan_backend", resolve_backend),
+    "causal-conv1d": ("conv_backend", conv_backend),
+    "ssd": ("ssd_backend", ssd_backend),
+}
+
+
+def recorded_backends(model: nn.Module, device: torch.device) -> dict[str, str | None]:
+    """Each kernel family's result field -> the backend `model` runs on `device`, or None."""
+    used = backends_of(model)
+    return {
+        field: resolve(device) if kernel in used else None
+        for kernel, (field, resolve) in KERNEL_FIELDS.items()
+    }

@@ -1,0 +1,49 @@
+"""Causal depthwise convolution: Mamba's short convolution before the SSM (Gu & Dao 2023, Fig. 3).
+
+Per batch b, channel d and time t, with a width-W filter w (D, W) and x zero before t = 0:
+
+    y[b, d, t] = act(bias[d] + sum_{k<W} w[d, k] x[b, d, t - (W - 1) + k]),   act = SiLU or none
+
+Shapes: x (B, D, L) in any layout, weight (D, W), bias (D,) or None -> y (B, D, L).
+On CUDA tensors, when the `causal-conv1d` package imports, its fused kernel `causal_conv1d_fn`
+(Dao-AILab/causal-conv1d, the one mamba_ssm uses) runs; elsewhere `causal_conv1d_reference`,
+torch's grouped conv1d. `conv_backend(device)` says which runs, and results record it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ssmbench.ops.optional import on_kernel_device, optional_kernel
+
+Activation = Literal["silu"] | None
+KERNEL = ("causal_conv1d", "causal_conv1d_fn")  # the optional kernel: module, function
+
+
+def conv_backend(device: torch.device | str) -> str:
+    """'causal_conv1d' (the fused kernel) or 'torch': what `causal_conv1d` runs on `device`."""
+    return "causal_conv1d" if on_kernel_device(device) and optional_kernel(*KERNEL) else "torch"
+
+
+def causal_conv1d_reference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: Activation
+) -> torch.Tensor:
+    """The convolution of the module docstring with torch's grouped conv1d: x (B, D, L)."""
+    D, W = weight.shape
+    y = F.conv1d(x, weight[:, None], bias, padding=W - 1, groups=D)[..., : x.shape[-1]]
+    return F.silu(y) if activation == "silu" else y  # (B, D, L)
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: Activation = None,
+) -> torch.Tensor:
+    """x (B, D, L), weight (D, W), bias (D,) -> y (B, D, L), on the backend `conv_backend` picks."""
+    if conv_backend(x.device) == "causal_conv1d":
+        return optional_kernel(*KERNEL)(x=x, weight=weight, bias=bias, activation=activation)
+    return causal_conv1d_reference(x, weight, bias, activation)

@@ -1,0 +1,196 @@
+"""The optional CUDA kernels (causal-conv1d's `causal_conv1d_fn`, mamba_ssm's
+`mamba_chunk_scan_combined`): used when they import and the tensors are on a kernel device, with
+upstream's argument layouts, and recorded; the torch paths otherwise.
+
+Neither package nor a GPU is here: each test injects a fake module (monkeypatch.setitem on
+sys.modules) that computes upstream's documented semantics independently, and makes the CPU a
+kernel device for the duration of the test only (monkeypatch restores both afterwards)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ssmbench.ops.optional as optional_module
+from ssmbench.layers.mamba2 import Mamba2, ssd, ssd_backend
+from ssmbench.models import build
+from ssmbench.models.blocks import MambaBlock
+from ssmbench.models.kernels import recorded_backends
+from ssmbench.ops.causal_conv import causal_conv1d, causal_conv1d_reference, conv_backend
+from ssmbench.ops.scan import resolve_backend
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_kernels():
+    """The kernel look-ups are cached: start and end every test with a fresh look-up."""
+    optional_module.optional_kernel.cache_clear()
+    yield
+    optional_module.optional_kernel.cache_clear()
+
+
+def fake_causal_conv1d_fn(calls: list, scale: float = 1.0):
+    """Upstream's documented contract: x (batch, dim, seqlen), weight (dim, width), bias (dim,),
+    activation None, 'silu' or 'swish' -> (batch, dim, seqlen); a direct sum over taps."""
+
+    def causal_conv1d_fn(
+        x, weight, bias=None, seq_idx=None, initial_states=None, return_final_states=False,
+        final_states_out=None, activation=None,
+    ):  # fmt: skip
+        calls.append({"x": x, "weight": weight, "bias": bias, "activation": activation})
+        assert x.dim() == 3 and weight.dim() == 2 and x.shape[1] == weight.shape[0]
+        assert x.stride(1) == 1 or x.stride(2) == 1  # the layouts the kernel accepts
+        assert activation in (None, "silu", "swish")
+        width, length = weight.shape[1], x.shape[2]
+        padded = F.pad(x, (width - 1, 0))  # zeros before t = 0
+        y = sum(weight[None, :, k, None] * padded[..., k : k + length] for k in range(width))
+        y = y if bias is None else y + bias[None, :, None]
+        return scale * (F.silu(y) if activation else y)
+
+    return causal_conv1d_fn
+
+
+def fake_chunk_scan(calls: list, scale: float = 1.0):
+    """Upstream's documented contract: x (batch, seqlen, nheads, headdim), dt (batch, seqlen,
+    nheads), A (nheads,), B and C (batch, seqlen, ngroups, dstate), chunk_size -> out like x;
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t^T, y_t = C_t h_t, step by step."""
+
+    def mamba_chunk_scan_combined(
+        x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+        seq_idx=None, dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False,
+    ):  # fmt: skip
+        calls.append({"x": x, "dt": dt, "A": A, "B": B, "C": C, "chunk_size": chunk_size,
+                      "D": D, "z": z, "dt_bias": dt_bias, "dt_softplus": dt_softplus})  # fmt: skip
+        b, L, H, P = x.shape
+        G, N = B.shape[2:]
+        assert dt.shape == (b, L, H) and A.shape == (H,) and C.shape == B.shape == (b, L, G, N)
+        h = x.new_zeros(b, H, N, P)
+        ys = []
+        for t in range(L):
+            Bt, Ct = (X[:, t].repeat_interleave(H // G, dim=1) for X in (B, C))  # (b, H, N)
+            h = torch.exp(dt[:, t] * A)[..., None, None] * h
+            h = h + dt[:, t, :, None, None] * Bt[..., None] * x[:, t, :, None, :]
+            ys.append(torch.einsum("bhn,bhnp->bhp", Ct, h))
+        return scale * torch.stack(ys, dim=1)
+
+    return mamba_chunk_scan_combined
+
+
+def install(monkeypatch, conv=None, ssd_fn=None, kernel_device=True) -> None:
+    """Fake packages in sys.modules; the CPU a kernel device (both undone after the test)."""
+    if conv is not None:
+        module = types.ModuleType("causal_conv1d")
+        module.causal_conv1d_fn = conv
+        monkeypatch.setitem(sys.modules, "causal_conv1d", module)
+    if ssd_fn is not None:
+        names = ["mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.triton"]
+        for name in names:
+            package = types.ModuleType(name)
+            package.__path__ = []  # a package, so that submodules import from sys.modules
+            monkeypatch.setitem(sys.modules, name, package)
+        module = types.ModuleType("mamba_ssm.ops.triton.ssd_combined")
+        module.mamba_chunk_scan_combined = ssd_fn
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    if kernel_device:
+        monkeypatch.setattr(optional_module, "KERNEL_DEVICES", frozenset({"cpu", "cuda"}))
+
+
+def test_without_the_packages_the_torch_paths_run_and_are_recorded():
+    assert conv_backend(CPU) == "torch" and ssd_backend(CPU) == "torch"
+    model = build("mamba2", vocab_size=8, d_model=8, n_layers=1, d_state=4)
+    assert recorded_backends(model, CPU) == {
+        "scan_backend": None, "conv_backend": "torch", "ssd_backend": "torch",
+    }  # fmt: skip
+    mamba = build("mamba-s6", vocab_size=8, d_model=8, n_layers=1, d_state=4)
+    assert recorded_backends(mamba, CPU) == {
+        "scan_backend": resolve_backend(CPU), "conv_backend": "torch", "ssd_backend": None,
+    }  # fmt: skip
+    lstm = build("lstm", vocab_size=8, d_model=8, n_layers=1)
+    assert set(recorded_backends(lstm, CPU).values()) == {None}
+
+
+def test_installed_kernels_are_not_used_off_their_device(monkeypatch):
+    calls: list = []
+    install(monkeypatch, conv=fake_causal_conv1d_fn(calls), ssd_fn=fake_chunk_scan(calls),
+            kernel_device=False)  # fmt: skip
+    assert conv_backend(CPU) == "torch" and ssd_backend(CPU) == "torch"
+    Mamba2(8, d_state=4, headdim=4, chunk=4)(torch.randn(2, 7, 8))
+    assert calls == []
+
+
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_causal_conv1d_calls_the_kernel_with_upstreams_layout_and_returns_its_output(
+    monkeypatch, activation
+):
+    calls: list = []
+    install(monkeypatch, conv=fake_causal_conv1d_fn(calls))
+    assert conv_backend(CPU) == "causal_conv1d"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 9, 6, generator=g, dtype=torch.float64).mT  # (B, D, L), channel-last
+    weight, bias = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6).double()
+    y = causal_conv1d(x, weight, bias, activation)
+    [call] = calls
+    assert call["x"] is x and call["weight"] is weight and call["bias"] is bias
+    assert call["activation"] == activation
+    torch.testing.assert_close(y, causal_conv1d_reference(x, weight, bias, activation))
+
+
+def test_mamba_block_and_mamba2_run_the_conv_kernel_and_use_its_output(monkeypatch):
+    torch.manual_seed(0)
+    u = torch.randn(2, 11, 8, dtype=torch.float64)
+    block = MambaBlock(8, lambda d: torch.nn.Identity()).double()
+    layer = Mamba2(8, d_state=4, headdim=4, chunk=4).double()
+    eager = [block(u), layer(u)]
+    calls: list = []
+    install(monkeypatch, conv=fake_causal_conv1d_fn(calls))
+    for module, expected, width in ((block, eager[0], 16), (layer, eager[1], 16 + 2 * 4)):
+        calls.clear()
+        torch.testing.assert_close(module(u), expected)  # same numbers through the kernel
+        [call] = calls
+        assert call["x"].shape == (2, width, 11) and call["weight"].shape == (width, 4)
+        assert call["bias"].shape == (width,) and call["activation"] == "silu"
+    install(monkeypatch, conv=fake_causal_conv1d_fn(calls, scale=0.5))
+    optional_module.optional_kernel.cache_clear()
+    assert not torch.allclose(block(u), eager[0])  # the kernel's output is what the block uses
+
+
+def test_mamba2_runs_mambas_ssd_kernel_with_upstreams_layout_and_uses_its_output(monkeypatch):
+    torch.manual_seed(0)
+    layer = Mamba2(8, d_state=4, headdim=4, ngroups=2, chunk=4).double()
+    u = torch.randn(2, 13, 8, dtype=torch.float64)
+    eager = layer(u)
+    calls: list = []
+    install(monkeypatch, ssd_fn=fake_chunk_scan(calls))
+    assert ssd_backend(CPU) == "mamba_ssm" and conv_backend(CPU) == "torch"
+    torch.testing.assert_close(layer(u), eager)  # the kernel's SSD = our chunked SSD
+    [call] = calls
+    assert call["x"].shape == (2, 13, 4, 4) and call["dt"].shape == (2, 13, 4)  # (b, L, H, P)
+    assert call["A"].shape == (4,) and call["B"].shape == call["C"].shape == (2, 13, 2, 4)
+    assert (call["A"] < 0).all() and (call["dt"] > 0).all()  # A = -exp(A_log), Δ after softplus
+    assert call["chunk_size"] == 4 and call["D"] is None and call["z"] is None
+    assert call["dt_bias"] is None and call["dt_softplus"] is False
+    model = build("mamba2", vocab_size=8, d_model=8, n_layers=1, d_state=4)
+    assert recorded_backends(model, CPU)["ssd_backend"] == "mamba_ssm"
+    install(monkeypatch, ssd_fn=fake_chunk_scan(calls, scale=2.0))
+    optional_module.optional_kernel.cache_clear()
+    x, dt = torch.randn(1, 5, 2, 3).double(), torch.rand(1, 5, 2).double()
+    A, B = -torch.rand(2).double(), torch.randn(1, 5, 1, 4).double()
+    y = ssd(x, dt, A, B, B, chunk=4)
+    assert torch.allclose(y, 2 * fake_chunk_scan([])(x, dt, A, B, B, 4))  # its output is used
+
+
+def test_a_cell_records_the_conv_and_ssd_backends():
+    from ssmbench.experiment.cell import _describe
+    from ssmbench.experiment.config import load_config
+
+    cell = load_config("smoke", overrides={"models": ["mamba2"], "lengths": [8]}).cells()[0]
+    model = build("mamba2", vocab_size=16, d_model=8, n_layers=1, d_state=4)
+    facts = _describe(cell, model, CPU)
+    assert (facts["conv_backend"], facts["ssd_backend"], facts["scan_backend"]) == (
+        "torch", "torch", None,
+    )  # fmt: skip
