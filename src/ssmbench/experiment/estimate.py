@@ -52,7 +52,7 @@ def estimate(config: SweepConfig, steps: int = 3) -> list[ShapeEstimate]:
         batch = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0), train=True)
         cost = measure(model, *batch, device, warmup=1, repeats=steps, hp=cell.train,
                        compile=cell.compile)  # fmt: skip
-        compile_s = cost["compile_s"] or 0.0
+        compile_s = cost.get("compile_s") or 0.0  # None when eager
         found.append(ShapeEstimate(cell, len(cells), cost["train_ms"], cost["infer_ms"], compile_s))
     return found
 
