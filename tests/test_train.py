@@ -228,3 +228,115 @@ def test_unusable_checkpoint_is_set_aside_and_the_cell_restarts(tmp_path, damage
     train(cell(steps=10), CPU, checkpoint)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: checkpoint") and "restarts" in err
+
+
+class FakeCompiler:
+    """A torch.compile backend that runs the traced graph as is, after `delay_s` on its first
+    compilation only (a stand-in for inductor's code generation, at no cost)."""
+
+    def __init__(self, delay_s: float = 0.0, error: Exception | None = None) -> None:
+        self.delay_s, self.error, self.graphs = delay_s, error, 0
+
+    def __call__(self, graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        if self.error is not None:
+            raise self.error
+        if self.graphs == 0:
+            time.sleep(self.delay_s)
+        self.graphs += 1
+        return graph.forward
+
+
+def compile_cell(compile: bool = True, model: str = "gated-mlp"):
+    config = load_config(
+        "smoke",
+        overrides={
+            "models": [model],
+            "lengths": [16],
+            "compile": compile,
+            "arch": {"d_model": 8, "n_layers": 1},
+            "train": {"max_steps": 4, "eval_every": 2, "val_size": 8, "test_size": 8},
+            "measure": {"warmup": 3, "repeats": 20},
+        },
+    )
+    return config.cells()[0]
+
+
+def test_compile_runs_the_model_compiled_and_times_compilation_apart(tmp_path):
+    from ssmbench.experiment.cell import measure_cell, run_cell
+    from ssmbench.experiment.results import Status
+
+    compiler = FakeCompiler(delay_s=0.5)
+    result = run_cell(compile_cell(), tmp_path, compile_backend=compiler)
+    assert result.status == Status.DONE, result.error
+    assert compiler.graphs >= 1  # the trainer compiled the model with the backend it was given
+    assert result.metrics["compiled"] is True and result.metrics["compile_s"] >= 0.5
+    assert result.metrics["train_s"] >= result.metrics["compile_s"]  # train_s includes it
+    cost = measure_cell(compile_cell(), compile_backend=FakeCompiler(delay_s=0.5))
+    assert cost.status == Status.DONE, cost.error
+    assert cost.metrics["compiled"] is True and cost.metrics["compile_s"] >= 0.5
+    assert cost.metrics["train_ms"] < 500  # the step times exclude the compilation
+
+    eager = FakeCompiler()
+    result = run_cell(compile_cell(compile=False), tmp_path, compile_backend=eager)
+    assert result.status == Status.DONE and eager.graphs == 0
+    assert result.metrics["compiled"] is False and result.metrics["compile_s"] is None
+    cost = measure_cell(compile_cell(compile=False), compile_backend=eager)
+    assert cost.metrics["compiled"] is False and cost.metrics["compile_s"] is None
+    assert eager.graphs == 0
+
+
+def test_a_compile_failure_fails_the_cell_with_one_line_saying_so(tmp_path):
+    from ssmbench.experiment.cell import measure_cell, run_cell
+    from ssmbench.experiment.results import Status
+
+    broken = FakeCompiler(error=RuntimeError("inductor unavailable, pretend"))
+    for result in (
+        run_cell(compile_cell(), tmp_path, compile_backend=broken),
+        measure_cell(compile_cell(), compile_backend=broken),
+    ):
+        assert result.status == Status.FAILED
+        assert "\n" not in result.error, result.error
+        assert result.error.startswith("torch.compile failed (BackendCompilerFailed")
+        assert "inductor unavailable, pretend" in result.error
+        assert result.error.endswith("run without --compile")
+
+
+def test_compile_is_a_config_field_and_a_run_flag():
+    from ssmbench.cli import _overrides, _parser
+
+    assert load_config("smoke").compile is False
+    args = _parser().parse_args(["run", "--preset", "smoke", "--compile"])
+    assert load_config("smoke", overrides=_overrides(args)).compile is True
+    args = _parser().parse_args(["run", "--preset", "smoke"])
+    assert "compile" not in _overrides(args)  # the preset's (off) stays
+
+
+@pytest.mark.slow
+def test_compile_with_inductor_trains_the_smallest_model(tmp_path):
+    """The real backend, where this machine can run it (a C compiler for inductor on CPU)."""
+    from ssmbench.experiment.cell import run_cell
+    from ssmbench.experiment.results import Status
+
+    result = run_cell(compile_cell(), tmp_path)
+    assert result.status == Status.DONE, result.error
+    assert result.metrics["compile_s"] > 0
+
+
+def test_compile_leaves_the_fused_numba_scan_eager_and_a_compiler_crash_is_one_line(tmp_path):
+    from ssmbench.experiment.cell import run_cell
+    from ssmbench.experiment.results import Status
+    from ssmbench.experiment.train import as_compile_failure
+
+    compiler = FakeCompiler()
+    result = run_cell(compile_cell(model="mamba-s6"), tmp_path, compile_backend=compiler)
+    assert result.status == Status.DONE, result.error  # dynamo does not trace into numba
+    assert compiler.graphs >= 2 and result.metrics["scan_backend"] == "numba"  # a graph break
+
+    def dynamo_internal() -> None:  # an error raised inside dynamo's own code
+        exec(compile("raise AssertionError('no offset\\nmore')", "/x/torch/_dynamo/b.py", "exec"))
+
+    with pytest.raises(AssertionError) as info:
+        dynamo_internal()
+    failure = as_compile_failure(info.value)
+    assert failure is not None and str(failure).startswith("torch.compile failed (AssertionError")
+    assert as_compile_failure(ValueError("the model's own error")) is None

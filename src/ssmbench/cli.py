@@ -153,6 +153,13 @@ def _add_run(sub: Any) -> None:
     )
     run.add_argument("--scan", choices=BACKENDS, help="selective-scan backend (default: auto)")
     run.add_argument("--threads", type=int, help="torch threads per cell (default: cores/workers)")
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile each model for training and cost; compile time is recorded apart as "
+        "compile_s (default: the preset's, else off: slower on a 2-core CPU)",
+    )
     _add_run_options(run)
 
 
@@ -286,6 +293,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "ray_num_cpus": args.ray_num_cpus,
         "ray_num_gpus": args.ray_num_gpus,
         "retries": args.retries,
+        "compile": args.compile,
     }
     overrides = {k: v for k, v in flat.items() if v is not None}
     if args.steps is not None:

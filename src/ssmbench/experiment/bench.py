@@ -24,6 +24,7 @@ from ssmbench.experiment.measure import (
     resolve_device,
 )
 from ssmbench.experiment.task_config import DEFAULT_TASK, TaskSection, parse_task
+from ssmbench.experiment.train import as_compile_failure
 from ssmbench.models import backends_of, build, get, n_params, names
 from ssmbench.models.autoencoder import with_readout
 from ssmbench.ops.scan import resolve_backend
@@ -178,7 +179,8 @@ def _measure_model(name, task, arch, inputs, targets, device, how, peak) -> dict
     except torch.OutOfMemoryError as error:
         found.update(status="oom", error=f"{type(error).__name__}: {error}")
     except Exception as error:  # one model's failure must not stop the others
-        found.update(status="failed", error=f"{type(error).__name__}: {error}")
+        failure = as_compile_failure(error)  # torch.compile's failure, in one line
+        found.update(status="failed", error=str(failure or f"{type(error).__name__}: {error}"))
     model = None  # free this model before the next is built
     gc.collect()
     if device.type == "cuda":

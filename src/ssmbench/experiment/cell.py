@@ -18,7 +18,14 @@ import torch
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.measure import environment, measure, resolve_device
 from ssmbench.experiment.results import CellResult, Status
-from ssmbench.experiment.train import Diverged, Progress, build_model, train
+from ssmbench.experiment.train import (
+    CompileBackend,
+    Diverged,
+    Progress,
+    as_compile_failure,
+    build_model,
+    train,
+)
 from ssmbench.models import backends_of, get
 from ssmbench.ops.scan import resolve_backend, set_default_backend
 
@@ -65,6 +72,9 @@ def _failure(error: BaseException, curve: list[dict[str, float]]) -> CellResult:
     """A failed cell's outcome: diverged, out of memory, or failed with the end of its traceback."""
     if isinstance(error, Diverged):
         return CellResult(Status.DIVERGED, error=str(error), curve=curve)
+    compile_failure = as_compile_failure(error)
+    if compile_failure is not None:  # one line: the traceback is torch's, not the model's
+        return CellResult(Status.FAILED, error=str(compile_failure), curve=curve)
     if isinstance(error, torch.cuda.OutOfMemoryError):
         message = str(error).splitlines()[0] if str(error) else "CUDA out of memory"
         return CellResult(Status.OOM, error=message, curve=curve)
@@ -73,15 +83,21 @@ def _failure(error: BaseException, curve: list[dict[str, float]]) -> CellResult:
     return CellResult(Status.FAILED, error=message, curve=curve)
 
 
-def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = None) -> CellResult:
-    """Train one cell (resuming from its checkpoint) and score it; its cost is measured apart."""
+def run_cell(
+    cell: CellConfig,
+    out_dir: Path,
+    on_progress: Progress | None = None,
+    compile_backend: CompileBackend = "inductor",
+) -> CellResult:
+    """Train one cell (resuming from its checkpoint) and score it; its cost is measured apart.
+    `compile_backend` is torch.compile's backend when the cell asks to compile."""
     checkpoint = checkpoint_path(out_dir, cell.id)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     curve: list[dict[str, float]] = []
     started_at = time.time()
     try:
         device = _prepare(cell)
-        model, outcome = train(cell, device, checkpoint, on_progress)
+        model, outcome = train(cell, device, checkpoint, on_progress, compile_backend)
         curve = outcome.curve
         metrics: dict[str, Any] = {
             "accuracy": outcome.accuracy,
@@ -91,6 +107,8 @@ def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = Non
             "best_step": outcome.best_step,
             "train_s": outcome.train_s,
             "stop_reason": outcome.stop_reason,
+            "compiled": cell.compile,
+            "compile_s": outcome.compile_s,
             **_describe(cell, model, device),
             "task_key": cell.task.key,
             **by_length_metrics(outcome.by_length),
@@ -103,11 +121,13 @@ def run_cell(cell: CellConfig, out_dir: Path, on_progress: Progress | None = Non
         return _failure(e, curve)
 
 
-def measure_cell(cell: CellConfig) -> CellResult:
+def measure_cell(cell: CellConfig, compile_backend: CompileBackend = "inductor") -> CellResult:
     """The cost of the cell's model on its input shape, with the conditions it was taken under.
 
     A freshly initialized model (seed `cell.seed`) on one batch of `cell.train.batch_size`
     sequences; the training step is the cell's own (optimizer, weight decay, clipping, warm-up).
+    With `cell.compile` the model runs under torch.compile: the step times exclude compilation,
+    timed apart as compile_s.
     """
     started_at = time.time()
     try:
@@ -120,9 +140,11 @@ def measure_cell(cell: CellConfig) -> CellResult:
             cell.train.batch_size, torch.Generator().manual_seed(0), train=True
         )
         hp, spec = cell.train, cell.measure
-        metrics = measure(model, inputs, labels, device, spec.warmup, spec.repeats, hp)
+        metrics = measure(model, inputs, labels, device, spec.warmup, spec.repeats, hp,
+                          compile=cell.compile, compile_backend=compile_backend)  # fmt: skip
         conditions = {
             "batch_size": hp.batch_size,
+            "compiled": cell.compile,
             "load_avg_1min": load_avg,
             "measured_lr": hp.lr,
             "measured_weight_decay": hp.weight_decay,

@@ -121,6 +121,8 @@ class _Cell(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     scan: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
     threads: PositiveInt | None = None
+    # torch.compile the model (train and cost); off: slower on the 2-core CPU (docs/results)
+    compile: bool = False
     # lengths the best weights are tested at after training (the training length always is)
     eval_lengths: list[Annotated[int, Field(strict=True, gt=0)]] = []
 

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from ssmbench.experiment.config import TrainConfig
-from ssmbench.experiment.train import make_optimizer, train_step
+from ssmbench.experiment.train import CompileBackend, compile_model, make_optimizer, train_step
 
 MiB = 2**20
 MEASURES = (
@@ -277,12 +277,13 @@ def measure(
     repeats: int = 20,
     hp: TrainConfig | None = None,
     compile: bool = False,
+    compile_backend: CompileBackend = "inductor",
 ) -> dict:
     """Cost of one training step (as `hp` trains; TrainConfig() by default) and one inference
     step of `model` on inputs (B, T) and labels (B, T), where the model maps tokens (B, T) to
     logits (B, T, V). Keys: MEASURES, each as the module docstring defines it. With `compile`,
     the model runs under torch.compile; compile_s is then the priming step's wall time (tracing
-    and code generation, plus one step), kept apart from the step times."""
+    and code generation, plus one step), kept apart from the step times, which come after it."""
     hp = hp or TrainConfig()
     check_counts(warmup, repeats)
     inputs, labels = inputs.to(device), labels.to(device)
@@ -294,7 +295,7 @@ def measure(
     def trainer() -> tuple[nn.Module, Callable[[], None]]:
         trainee = copy.deepcopy(model).to(device).train()
         if compile:
-            trainee.compile()
+            compile_model(trainee, compile_backend)
         optimizer = make_optimizer(trainee, hp)
         steps = iter(range(1 << 62))
 

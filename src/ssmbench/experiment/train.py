@@ -6,6 +6,11 @@ model is trained on the task's training labels and scored on its evaluation labe
 best-validation weights are kept and scored on the fixed test set, then on a fixed test set at
 each evaluation length (a length that does not fit in memory is recorded as oom).
 
+With `cell.compile` the model's forward runs under torch.compile (in place, so checkpoints keep
+their keys): the first training step of the process (tracing and code generation of forward and
+backward, plus that step) is timed apart as `compile_s`; `train_s` is the whole wall time, that
+included. A failure of torch.compile ends the cell with `CompileFailed`, one line saying so.
+
 A checkpoint holds everything the loop needs to continue bit-identically (weights, optimizer,
 best weights, early-stopping state, curve, both random generators). One that cannot be loaded
 (truncated, corrupt, another cell's, other shapes) is moved aside to `*.corrupt` with a one-line
@@ -36,10 +41,52 @@ from ssmbench.tasks import Score, Task, loss, score
 from ssmbench.tasks.data import Batch, TrainingStream, fixed_test_set, held_out
 
 Progress = Callable[[dict[str, Any]], None]
+# What torch.compile takes as `backend`: a name ('inductor', 'eager', ...) or a callable.
+CompileBackend = str | Callable[..., Any]
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class CompileFailed(RuntimeError):
+    """torch.compile could not compile the model (e.g. inductor unavailable): one line."""
+
+
+def compile_model(model: nn.Module, backend: CompileBackend = "inductor") -> nn.Module:
+    """`model` with its forward under torch.compile, in place (state_dict keys unchanged); the
+    one compile helper of the trainer, `measure` and `bench`. Compilation happens lazily, at the
+    first call."""
+    model.compile(backend=backend)
+    return model
+
+
+def _raised_by_compiler(error: BaseException) -> bool:
+    """Whether `error` is dynamo's or inductor's: one of their exception types, or raised in
+    their code (e.g. an AssertionError of dynamo's bytecode rewriting)."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    if isinstance(error, TorchDynamoException):
+        return True
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = Path(frame.tb_frame.f_code.co_filename).parts if frame is not None else ()
+    return "torch" in where and bool({"_dynamo", "_inductor"} & set(where))
+
+
+def as_compile_failure(error: BaseException) -> CompileFailed | None:
+    """A torch.compile failure (dynamo's or inductor's error) as one line saying so; None for
+    every other error."""
+    if isinstance(error, CompileFailed):
+        return error
+    if not _raised_by_compiler(error):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = " ".join(lines[:2])[:300]
+    return CompileFailed(
+        f"torch.compile failed ({type(error).__name__}: {detail}); run without --compile"
+    )
 
 
 class CheckpointError(Exception):
@@ -79,6 +126,7 @@ class TrainOutcome:
     best_val_accuracy: float
     train_s: float
     stop_reason: str
+    compile_s: float | None = None  # the first compiled step's wall time; None when eager
     curve: list[dict[str, float]] = field(default_factory=list)
     by_length: dict[int, dict[str, Any]] = field(default_factory=dict)  # L -> accuracy, ...
 
@@ -193,6 +241,7 @@ class TrainState:
     step: int = 0
     elapsed_before: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    compile_s: float | None = None  # set by the first step of a compiled model
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -296,6 +345,17 @@ def validate(state: TrainState, train_loss: float, val: Batch) -> dict[str, floa
     return point
 
 
+def _step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One training step; the first of a compiled model is timed apart as `compile_s`."""
+    hp = state.cell.train
+    if not state.cell.compile or state.compile_s is not None:
+        return train_step(state.model, state.optimizer, x, y, hp, state.step)
+    started = time.perf_counter()
+    value = train_step(state.model, state.optimizer, x, y, hp, state.step)
+    state.compile_s = time.perf_counter() - started
+    return value
+
+
 def run_loop(
     state: TrainState,
     val: Batch,
@@ -309,9 +369,7 @@ def run_loop(
     with _deferred_interrupts() as interrupts:
         while reason is None and state.step < hp.max_steps:
             x, y = state.data.next()
-            train_loss = train_step(
-                state.model, state.optimizer, x.to(device), y.to(device), hp, state.step
-            )
+            train_loss = _step(state, x.to(device), y.to(device))
             state.step += 1
             if state.step % hp.eval_every == 0 or state.step == hp.max_steps:
                 point = validate(state, train_loss, val)
@@ -380,17 +438,28 @@ def train(
     device: torch.device,
     checkpoint: Path | None = None,
     on_progress: Progress | None = None,
+    compile_backend: CompileBackend = "inductor",
 ) -> tuple[nn.Module, TrainOutcome]:
-    """Train one cell to its step budget or early stop; resume from `checkpoint` if it exists."""
+    """Train one cell to its step budget or early stop; resume from `checkpoint` if it exists.
+    With `cell.compile`, the model is compiled with `compile_backend` (CompileFailed if that
+    fails)."""
     hp = cell.train
     task = cell.task.build(cell.seq_len)
     sets = held_out(task, hp.val_size, hp.test_size)
     state = resume_or_start(cell, device, checkpoint, on_progress, sets.digests)
+    if cell.compile:
+        compile_model(state.model, compile_backend)
     state.model.train()
-    reason = run_loop(state, sets.validation, device, checkpoint, on_progress)
-    train_s = state.elapsed()
-    state.model.load_state_dict(state.best_state)
-    by_length = score_at_lengths(state.model, task, cell, sets.test)
+    try:
+        reason = run_loop(state, sets.validation, device, checkpoint, on_progress)
+        train_s = state.elapsed()
+        state.model.load_state_dict(state.best_state)
+        by_length = score_at_lengths(state.model, task, cell, sets.test)
+    except Exception as e:
+        failure = as_compile_failure(e)
+        if failure is None:
+            raise
+        raise failure from None
     return state.model, TrainOutcome(
         accuracy=by_length[cell.seq_len]["accuracy"],
         exact_match=by_length[cell.seq_len]["exact_match"],
@@ -399,6 +468,7 @@ def train(
         best_val_accuracy=state.stopper.best,
         train_s=train_s,
         stop_reason=reason or f"step budget of {hp.max_steps} spent",
+        compile_s=state.compile_s,
         curve=state.curve,
         by_length=by_length,
     )

@@ -448,6 +448,12 @@ class _SelectiveScanFn(torch.autograd.Function):
         )
 
 
+@torch.compiler.disable  # numba's dispatcher cannot be traced by dynamo: run it eagerly
+def _fused_scan(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 'numba' backend's autograd Function, opaque to torch.compile (a graph break)."""
+    return scan_fused.FusedScanFn.apply(*args)
+
+
 SCAN_FORWARD_FLOPS = 7  # per (batch, channel, step, state): Δ A, exp, decay h, Δ u B, +, h C, sum
 SCAN_BACKWARD_FLOPS = 15  # the adjoint and the gradients of Δ, A, B, C (no recomputation)
 
@@ -493,7 +499,7 @@ def selective_scan(
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if path == "numba":
         dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
-        out, last_state = scan_fused.FusedScanFn.apply(*args[:-1], dtype)
+        out, last_state = _fused_scan(*args[:-1], dtype)
     else:
         out, last_state = _SelectiveScanFn.apply(*args[:-1], path)
     return (out, last_state) if return_last_state else out

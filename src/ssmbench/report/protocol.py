@@ -10,7 +10,7 @@ from ssmbench.report.tables import markdown_table, model_order
 COST_FIELDS = (
     "train_ms", "train_ms_iqr", "infer_ms", "infer_ms_iqr", "peak_mem_mib", "reserved_mem_mib",
     "nvml_process_mem_mib", "util_pct", "util_kind", "params", "device", "device_name", "threads",
-    "batch_size", "alone", "load_avg_1min",
+    "batch_size", "alone", "load_avg_1min", "compiled",
 )  # fmt: skip
 SUMMARY_FIELDS = (
     "model", "task", "seq_len", "lr", "weight_decay", "n", "mean", "std", "ci95_low", "ci95_high",
