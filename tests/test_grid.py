@@ -126,6 +126,7 @@ def test_the_config_round_trips_through_its_dump_written_flat():
         ({"tasks": [{**MQAR, "num_kv_pairs": 2, "lengths": [0]}]}, "tasks.0.lengths.0"),
         ({"tasks": [{**MQAR, "lengths": [16], "train": {"max_stepz": 3}}]}, "unknown key"),
         ({"lengths": None, "tasks": [{**MQAR, "num_kv_pairs": 9, "lengths": [16]}]}, "fit"),
+        ({"tasks": [{**MQAR, "kv_pairs": 2, "lengths": [16]}]}, "tasks.0: mqar: kv_pairs: unknown"),
         ({"d_models": [0]}, "d_models.0"),
         ({"d_models": []}, "d_models"),
     ],

@@ -379,7 +379,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "config"
+    parts = [str(part) for part in first["loc"]]
+    if parts[:1] == ["tasks"] and parts[2:3] == ["task"]:  # a task entry is written flat
+        del parts[2]
+    where = ".".join(parts) or "config"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
