@@ -340,3 +340,20 @@ def test_compile_leaves_the_fused_numba_scan_eager_and_a_compiler_crash_is_one_l
     failure = as_compile_failure(info.value)
     assert failure is not None and str(failure).startswith("torch.compile failed (AssertionError")
     assert as_compile_failure(ValueError("the model's own error")) is None
+
+
+def test_dry_run_estimate_compiles_when_asked_and_counts_the_compile_time(monkeypatch):
+    from ssmbench.experiment import estimate
+
+    asked = []
+
+    def fake_measure(*args, compile=False, **kwargs):
+        asked.append(compile)
+        return {"train_ms": 1.0, "infer_ms": 1.0, "compile_s": 30.0 if compile else None}
+
+    monkeypatch.setattr(estimate, "measure", fake_measure)
+    overrides = {"models": ["lstm"], "lengths": [8]}
+    [eager] = estimate.estimate(load_config("smoke", overrides=overrides))
+    [compiled] = estimate.estimate(load_config("smoke", overrides={**overrides, "compile": True}))
+    assert asked == [False, True]
+    assert compiled.seconds_per_cell == pytest.approx(eager.seconds_per_cell + 30.0)
