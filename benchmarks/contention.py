@@ -94,7 +94,9 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=None, help="default: every model")
+    parser.add_argument(
+        "--models", nargs="+", default=None, help="default: the study's twelve (preset quick)"
+    )
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--setups", nargs="+", default=["ssmbench", "omp-default"],
                         choices=list(SETUPS))  # fmt: skip
@@ -103,9 +105,9 @@ def main() -> None:
     parser.add_argument("--setup", help=argparse.SUPPRESS)  # set in the child process
     args = parser.parse_args()
     if args.models is None:
-        from ssmbench.models import names
+        from ssmbench.experiment.config import load_config
 
-        args.models = names()
+        args.models = load_config("quick").models
     if args.setup is not None:
         child(args)
         return

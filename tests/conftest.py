@@ -1,6 +1,9 @@
 import os
 from pathlib import Path
 
+import ssmbench  # noqa: F401  first: the test process waits as ssmbench's own processes do
+
+# isort: split
 import torch
 
 TESTS = str(Path(__file__).parent)
