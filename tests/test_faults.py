@@ -2,9 +2,12 @@
 status while the others finish; reruns retry only unfinished cells; a killed driver loses and
 duplicates nothing."""
 
+import os
+import select
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 
 import pytest
@@ -157,3 +160,29 @@ def test_driver_killed_mid_sweep_resumes_with_every_cell_done_once(tmp_path):
     assert len(cells) == 6 and {s for _, s in cells} == {"done"}
     assert len({cid for cid, _ in cells}) == 6
     assert dict(curve_rows) == {cid: 6 for cid, _ in cells}, "one curve point per eval, no repeats"
+
+
+ORPHANED_WORKER = """
+import subprocess, sys
+watch = "import sys; from ssmbench.experiment.executors.local import _exit_with_driver; "
+watch += "print('watching', flush=True); _exit_with_driver(int(sys.argv[1]))"
+subprocess.Popen([sys.executable, "-c", watch, sys.argv[1]])  # shares our stdout pipe
+input()  # until killed
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_whose_parent_dies_exits_even_if_the_driver_pid_lives():
+    """The driver's pid may still answer (an unreaped zombie; here: this test's own pid), but the
+    worker's parent is gone: it exits instead of training on as an orphan."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHANED_WORKER, str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert parent.stdout.readline().strip() == b"watching"
+    parent.kill()
+    parent.wait()
+    # the worker alone now holds the pipe's write end: end of file says it has exited
+    ready, _, _ = select.select([parent.stdout], [], [], 60)
+    assert ready and parent.stdout.read() == b"", "the orphaned worker did not exit"

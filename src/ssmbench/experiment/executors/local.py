@@ -24,11 +24,17 @@ from ssmbench.experiment.results import CellResult
 
 
 def _exit_with_driver(driver_pid: int) -> None:
+    """Exit once the driver is gone: no such process, or this process's parent (the driver, or
+    its forkserver, which exits with it) has changed. A killed driver that nobody reaps stays a
+    zombie, which signal 0 still finds."""
+    parent = os.getppid()
     while True:
         time.sleep(1.0)
         try:
             os.kill(driver_pid, 0)
         except ProcessLookupError:
+            os._exit(1)
+        if os.getppid() != parent:
             os._exit(1)
 
 
