@@ -1,4 +1,4 @@
-"""Selective scan: the backends side by side (the fused 'numba' kernels, the 'torch' paths, the
+"""Selective scan: the backends side by side (the fused C++ kernels (cpp), the 'torch' paths, the
 reference, and mamba_ssm's kernel on CUDA when it imports).
 
 One run, the same inputs for every method, shaped like a Mamba layer: u, delta, z (B, D, L) with
@@ -10,7 +10,7 @@ noise hits all alike; CUDA synchronized), the peak memory above what was allocat
 returning freed heap memory to the system), and the ratios --baseline / method.
 
     python benchmarks/scan.py [--device cpu|cuda] [--lengths 256 512 784 2048] [--json]
-                              [--batch 16] [--methods numba torch-sequential ...]
+                              [--batch 16] [--methods cpp torch-sequential ...]
                               [--threads T] [--clock wall|process]
 
 The OpenMP wait policy is whatever the environment says (unset: OpenMP's default, spinning); on a
@@ -33,7 +33,7 @@ import torch
 from ssmbench.ops.scan import resolve_backend, selective_scan, selective_scan_reference
 
 DIM, N_STATE = 128, 16
-BACKENDS = ("numba", "torch-sequential", "torch-chunked", "cuda")
+BACKENDS = ("cpp", "torch-sequential", "torch-chunked", "cuda")
 
 
 def make_inputs(length: int, device: str, batch: int) -> list[torch.Tensor]:
@@ -61,7 +61,7 @@ def methods(device: str, wanted: list[str]) -> dict[str, Callable[..., torch.Ten
     for backend in [b for b in BACKENDS if b in wanted]:
         try:
             name = resolve_backend(device, backend)
-        except ValueError:  # no mamba_ssm or numba, or the wrong device
+        except ValueError:  # no mamba_ssm or no C++ compiler, or the wrong device
             continue
         found[name] = lambda *args, b=backend, **kw: selective_scan(*args, **kw, backend=b)
     return found
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch default)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument(
-        "--methods", nargs="+", default=["numba", "torch-sequential", "cuda"],
+        "--methods", nargs="+", default=["cpp", "torch-sequential", "cuda"],
         help=f"any of reference {' '.join(BACKENDS)}",
     )  # fmt: skip
     parser.add_argument("--baseline", default="torch-sequential", help="ratios are baseline/method")

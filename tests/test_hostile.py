@@ -369,6 +369,22 @@ def test_too_many_threads_is_warned_about(monkeypatch):
     assert "2 cores" in threads_note(load_config("smoke", overrides={"threads": 2, "workers": 2}))
 
 
+def test_a_missing_fused_scan_is_warned_about(monkeypatch):
+    import torch
+
+    from ssmbench.experiment.config import load_config
+    from ssmbench.experiment.preflight import scan_note
+    from ssmbench.ops import scan_fused
+
+    cpu, config = torch.device("cpu"), load_config("smoke")
+    assert scan_note(config, cpu) is None  # it builds here
+    monkeypatch.setattr(scan_fused, "available", lambda: False)
+    monkeypatch.setattr(scan_fused, "why_unavailable", lambda: "no C++ compiler found: install g++")
+    note = scan_note(config, cpu)
+    assert note is not None and "no C++ compiler found" in note and "torch-sequential" in note
+    assert scan_note(load_config("smoke", overrides={"scan": "torch"}), cpu) is None  # asked for
+
+
 def test_version_and_every_option_shows_its_default(capsys):
     import argparse
 

@@ -18,7 +18,7 @@ from ssmbench.ops.scan import (
 )
 
 # Every fast backend runs every test below against the reference ('cuda' needs a GPU).
-PATHS = ["torch-sequential", "torch-chunked", "numba"]
+PATHS = ["torch-sequential", "torch-chunked", "cpp"]
 BC_SHAPES = ["(D,N)", "(B,N,L)", "(B,1,N,L)", "(B,2,N,L)"]
 OPTIONS = ["z", "D", "delta_bias", "delta_softplus", "return_last_state"]
 
@@ -90,7 +90,7 @@ def torch_path(path):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 4 steps of make_inputs' default sizes, so that length 11 has three, the last one
-    short ('torch' paths; the numba kernels' chunks are fixed, see test_fused_chunk_boundaries)."""
+    short ('torch' paths; the cpp kernels' chunks are fixed, see test_fused_chunk_boundaries)."""
     elements = 4 * 2 * 3 * 4  # T B N D
     monkeypatch.setitem(scan.CHUNK_ELEMENTS, "torch-sequential", elements)
     monkeypatch.setitem(scan.CHUNK_ELEMENTS, "torch-chunked", elements)
@@ -115,7 +115,7 @@ def test_matches_reference_float64(small_chunks, path, bc_shape, options):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bc_shape", BC_SHAPES)
 def test_matches_reference_float32_default_chunks(path, bc_shape):
-    """Default chunks: three of 256 steps for torch-sequential, ten of 64 for numba, the last one
+    """Default chunks: three of 256 steps for torch-sequential, ten of 64 for cpp, the last one
     short."""
     args, kwargs = make_inputs(bc_shape, OPTIONS, 4, 32, 16, length=600, dtype=torch.float32)
     expected = outputs_and_grads(selective_scan_reference, args, kwargs)
@@ -173,11 +173,11 @@ def test_strided_inputs(small_chunks, path):
 @pytest.mark.parametrize("bc_shape", BC_SHAPES)
 @pytest.mark.parametrize("length", [63, 64, 65, 150])
 def test_fused_chunk_boundaries(bc_shape, length):
-    """The numba backward recomputes states from one saved state per 64 steps: lengths around
+    """The cpp backward recomputes states from one saved state per 64 steps: lengths around
     and across that boundary, the last chunk short."""
     args, kwargs = make_inputs(bc_shape, OPTIONS, length=length)
     expected = outputs_and_grads(selective_scan_reference, args, kwargs)
-    assert_all_close(outputs_and_grads(torch_path("numba"), args, kwargs), expected, rtol=1e-10)
+    assert_all_close(outputs_and_grads(torch_path("cpp"), args, kwargs), expected, rtol=1e-10)
 
 
 @pytest.mark.parametrize("bc_shape", ["(B,N,L)", "(B,2,N,L)", "(D,N)"])
@@ -187,7 +187,7 @@ def test_fused_small_batch_splits_channels(bc_shape):
     args, kwargs = make_inputs(bc_shape, OPTIONS, batch=1, dim=16, n=5, length=20)
     assert scan_fused._block(16, 1, args[3], args[4]) < (16 if bc_shape != "(B,2,N,L)" else 8)
     expected = outputs_and_grads(selective_scan_reference, args, kwargs)
-    assert_all_close(outputs_and_grads(torch_path("numba"), args, kwargs), expected, rtol=1e-10)
+    assert_all_close(outputs_and_grads(torch_path("cpp"), args, kwargs), expected, rtol=1e-10)
 
 
 def test_fused_block_stays_within_a_group():
@@ -199,14 +199,55 @@ def test_fused_block_stays_within_a_group():
         assert 16 % scan_fused._block(64, batch, B4, B4) == 0
 
 
-def test_kernel_cache_falls_back_to_temp_dir(monkeypatch, tmp_path):
-    from ssmbench.ops import scan_kernels
+@pytest.mark.parametrize("n", [1, 16, 17, 40])
+def test_fused_state_sizes(n):
+    """N = 16 runs a build of its own (the states one vector register); other N are padded to a
+    multiple of 16 with inert states."""
+    args, kwargs = make_inputs("(B,N,L)", OPTIONS, n=n, length=70)
+    expected = outputs_and_grads(selective_scan_reference, args, kwargs)
+    assert_all_close(outputs_and_grads(torch_path("cpp"), args, kwargs), expected, rtol=1e-10)
 
-    monkeypatch.setattr(scan_kernels.os, "access", lambda path, mode: True)
-    assert scan_kernels.cache_dir(str(tmp_path)) is None  # numba's default, beside the sources
-    monkeypatch.setattr(scan_kernels.os, "access", lambda path, mode: False)
-    fallback = scan_kernels.cache_dir(str(tmp_path))
-    assert fallback.startswith(tempfile.gettempdir()) and str(os.getuid()) in fallback
+
+@pytest.fixture
+def build_cache(monkeypatch, tmp_path):
+    """An empty kernel cache under tmp_path; the real compiler."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    return tmp_path / "ssmbench"
+
+
+def test_build_is_cached_per_source_flags_and_cpu(build_cache, monkeypatch):
+    built = scan_fused.build()
+    assert built.parent == build_cache and built.suffix == ".so"
+    assert not list(build_cache.glob("*.tmp"))  # compiled under a temporary name, then renamed
+    compiles, run = [], scan_fused.subprocess.run
+    monkeypatch.setattr(
+        scan_fused.subprocess, "run", lambda *a, **k: compiles.append(a) or run(*a, **k)
+    )
+    assert scan_fused.build() == built and not compiles  # found in the cache
+    monkeypatch.setattr(scan_fused, "_cpu", lambda: "another CPU")
+    assert scan_fused.build() != built and len(compiles) == 1  # -march=native: built anew
+
+
+def test_build_failures_are_one_line(build_cache, monkeypatch):
+    monkeypatch.setattr(scan_fused.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"^no C\+\+ compiler found: install g\+\+"):
+        scan_fused.build()
+    broken = build_cache.parent / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(scan_fused, "SOURCE", broken)
+    with pytest.raises(RuntimeError, match=r"^\S+ failed on broken.cpp: .*error") as error:
+        scan_fused.build("g++")
+    assert "\n" not in str(error.value)
+    with pytest.raises(RuntimeError, match="could not compile broken.cpp"):
+        scan_fused.build(str(build_cache.parent / "no-such-compiler"))
+
+
+def test_cache_falls_back_to_a_private_temp_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(scan_fused.os, "access", lambda path, mode: False)
+    fallback = scan_fused.cache_dir()
+    assert str(fallback).startswith(tempfile.gettempdir()) and str(os.getuid()) in fallback.name
 
 
 # The reference against the recurrence written out as a sum
@@ -272,11 +313,12 @@ def clean_backend(monkeypatch):
 
 
 def test_auto_picks_by_device(clean_backend):
-    assert resolve_backend("cpu") == "numba"
+    assert resolve_backend("cpu") == "cpp"
     clean_backend.setattr(scan_fused, "available", lambda: False)
+    clean_backend.setattr(scan_fused, "why_unavailable", lambda: "no C++ compiler found")
     assert resolve_backend("cpu") == scan.TORCH_PATH_BY_DEVICE["cpu"]
-    with pytest.raises(ValueError, match="needs numba"):
-        resolve_backend("cpu", "numba")
+    with pytest.raises(ValueError, match="'cpp' cannot run here: no C\\+\\+ compiler found"):
+        resolve_backend("cpu", "cpp")
     clean_backend.setattr(scan, "_mamba_selective_scan_fn", lambda: None)
     assert resolve_backend("cuda") == scan.TORCH_PATH_BY_DEVICE["cuda"]
     clean_backend.setattr(scan, "_mamba_selective_scan_fn", lambda: object())
@@ -284,9 +326,9 @@ def test_auto_picks_by_device(clean_backend):
     assert resolve_backend("cpu") == scan.TORCH_PATH_BY_DEVICE["cpu"]
 
 
-def test_numba_needs_cpu_tensors(clean_backend):
+def test_cpp_needs_cpu_tensors(clean_backend):
     with pytest.raises(ValueError, match="CPU tensors"):
-        resolve_backend("cuda", "numba")
+        resolve_backend("cuda", "cpp")
 
 
 def test_priority_argument_then_default_then_env(clean_backend):
@@ -299,7 +341,7 @@ def test_priority_argument_then_default_then_env(clean_backend):
     set_default_backend("auto")
     assert resolve_backend("cpu") == "reference"
     clean_backend.setenv(scan.ENV_VAR, "auto")
-    assert resolve_backend("cpu") == "numba"
+    assert resolve_backend("cpu") == "cpp"
 
 
 def test_selective_scan_runs_the_resolved_backend(clean_backend):
@@ -340,7 +382,7 @@ def test_forced_cuda_says_what_is_missing(clean_backend):
     ],
     ids=["A", "B-length", "B-groups", "z", "D"],
 )
-@pytest.mark.parametrize("backend", ["reference", "torch", "numba"])
+@pytest.mark.parametrize("backend", ["reference", "torch", "cpp"])
 def test_bad_shapes_raise(change, backend):
     args, kwargs = make_inputs("(B,N,L)", ["z", "D"])
     names = ["u", "delta", "A", "B", "C"]

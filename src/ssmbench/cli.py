@@ -332,7 +332,7 @@ def _check_local_fit(config: Any, skip_memory_check: bool, dry_run: bool = False
     """Device, scan backend, memory and threads of a local sweep, before any cell starts (a
     dry run on a machine without the config's device only lists the cells)."""
     from ssmbench.experiment.measure import resolve_device
-    from ssmbench.experiment.preflight import check_memory, check_scan, threads_note
+    from ssmbench.experiment.preflight import check_memory, check_scan, scan_note, threads_note
 
     try:
         device = resolve_device(config.device)
@@ -343,9 +343,9 @@ def _check_local_fit(config: Any, skip_memory_check: bool, dry_run: bool = False
     check_scan(config, device)
     if not skip_memory_check:
         check_memory(config, device)
-    note = threads_note(config)
-    if note:
-        print(note, file=sys.stderr)
+    for note in (scan_note(config, device), threads_note(config)):
+        if note:
+            print(note, file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, config: Any, out: Path) -> int:

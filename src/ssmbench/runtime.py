@@ -6,7 +6,7 @@ another process shares the cores, the spinning thread holds a core that the thre
 needs, and each region can last a whole scheduler time slice instead of microseconds: training
 steps measured 4-19x slower beside one busy process (issue 12). Waiting passively (sleeping) costs
 a wake-up per region instead, which is small now that the selective scan is one parallel region
-per call (the fused 'numba' backend) rather than thousands. The wait policy is read once, when
+per call (the fused 'cpp' backend) rather than thousands. The wait policy is read once, when
 the OpenMP runtime loads (when torch is imported), so it is set before that; a value the user set
 is kept. Importing this module does it (the `ssmbench` command imports it first).
 """

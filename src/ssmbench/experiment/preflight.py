@@ -69,6 +69,20 @@ def check_scan(config: SweepConfig, device: torch.device) -> None:
         raise ConfigError(f"--scan {config.scan}: {e}") from None
 
 
+def scan_note(config: SweepConfig, device: torch.device) -> str | None:
+    """A warning when 'auto' cannot use the fused CPU scan and falls back to torch's."""
+    from ssmbench.ops import scan_fused
+    from ssmbench.ops.scan import resolve_backend
+
+    if device.type != "cpu" or config.scan not in (None, "auto") or scan_fused.available():
+        return None
+    fallback = resolve_backend(device, config.scan)
+    return (
+        f"warning: the fused CPU scan is unavailable ({scan_fused.why_unavailable()}); "
+        f"the S6 and Mamba models use {fallback}, about 3x slower"
+    )
+
+
 def threads_note(config: SweepConfig) -> str | None:
     cores = os.cpu_count() or 1
     total = (config.threads or 0) * (config.workers if config.executor == "local" else 1)

@@ -3,7 +3,7 @@
 A module declares the kernel families it calls in its `kernels` class attribute (read by
 `backends_of`); each family has a result field and the function that resolves its backend:
 
-    selective-scan -> scan_backend  ('numba', 'torch-sequential', 'cuda-mamba_ssm', ...)
+    selective-scan -> scan_backend  ('cpp', 'torch-sequential', 'cuda-mamba_ssm', ...)
     causal-conv1d  -> conv_backend  ('causal_conv1d' kernel or 'torch')
     ssd            -> ssd_backend   ('mamba_ssm' Triton kernel or 'torch')
 

@@ -20,9 +20,10 @@ Backends (see `resolve_backend` for how one is chosen):
                or recursive doubling over the chunk ('torch-chunked', fewer kernel launches for
                GPUs). Exact: exp(Δ A) is computed as exp2(Δ A log2 e), the same function.
                out and the gradients of u, delta, z are (B, D, L) views of time-major buffers.
-  'numba'      two fused CPU kernels, forward and backward (`ssmbench.ops.scan_fused`): the state
-               and the adjoint in registers, one saved state per 64 steps, one parallel region per
-               call. 'auto' picks it for CPU tensors when numba imports.
+  'cpp'        two fused CPU kernels, forward and backward (C++, `ssmbench.ops.scan_fused`, built
+               on first use by the system's C++ compiler): the state and the adjoint in vector
+               registers, one saved state per 64 steps, one parallel region per call. 'auto' picks
+               it for CPU tensors when it builds.
   'cuda'       mamba_ssm's selective_scan_fn.
 """
 
@@ -40,7 +41,7 @@ from torch.autograd.function import once_differentiable
 
 from ssmbench.ops import scan_fused
 
-BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda", "numba")
+BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda", "cpp")
 ENV_VAR = "SSMBENCH_SCAN"
 # The 'torch' path per device type. CPU (benchmarks/scan.py, B=8, D=128, N=16, L=784, forward +
 # backward): the sequential loop is 5-12x faster than the chunked parallel scan. On CUDA the chunked
@@ -83,11 +84,11 @@ def _mamba_selective_scan_fn() -> Callable | None:
 
 def resolve_backend(device: torch.device | str, backend: str | None = None) -> str:
     """The scan that would run for tensors on `device`: 'reference', 'torch-sequential',
-    'torch-chunked', 'numba' or 'cuda-mamba_ssm'.
+    'torch-chunked', 'cpp' or 'cuda-mamba_ssm'.
 
     Requested name: `backend` > set_default_backend(...) > $SSMBENCH_SCAN, where None or 'auto'
     at a level defers to the next. 'auto' at the end means mamba_ssm's kernel for CUDA tensors when
-    mamba_ssm imports, the fused 'numba' kernels for CPU tensors when numba imports, else 'torch';
+    mamba_ssm imports, the fused 'cpp' kernels for CPU tensors when they build, else 'torch';
     'torch' means TORCH_PATH_BY_DEVICE[device type].
     """
     device = torch.device(device)
@@ -103,14 +104,12 @@ def resolve_backend(device: torch.device | str, backend: str | None = None) -> s
     if name == "auto":
         on_cuda = device.type == "cuda" and _mamba_selective_scan_fn() is not None
         on_cpu = device.type == "cpu" and scan_fused.available()
-        name = "cuda" if on_cuda else "numba" if on_cpu else "torch"
-    if name == "numba":
+        name = "cuda" if on_cuda else "cpp" if on_cpu else "torch"
+    if name == "cpp":
         if not scan_fused.available():
-            raise ValueError(
-                "scan backend 'numba' needs numba, which does not import: pip install numba"
-            )
+            raise ValueError(f"scan backend 'cpp' cannot run here: {scan_fused.why_unavailable()}")
         if device.type != "cpu":
-            raise ValueError(f"scan backend 'numba' needs CPU tensors, got device {device}")
+            raise ValueError(f"scan backend 'cpp' needs CPU tensors, got device {device}")
     if name == "torch":
         return TORCH_PATH_BY_DEVICE.get(device.type, "torch-sequential")
     if name == "cuda":
@@ -448,9 +447,9 @@ class _SelectiveScanFn(torch.autograd.Function):
         )
 
 
-@torch.compiler.disable  # numba's dispatcher cannot be traced by dynamo: run it eagerly
+@torch.compiler.disable  # dynamo cannot trace a ctypes call: run it eagerly
 def _fused_scan(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 'numba' backend's autograd Function, opaque to torch.compile (a graph break)."""
+    """The 'cpp' backend's autograd Function, opaque to torch.compile (a graph break)."""
     return scan_fused.FusedScanFn.apply(*args)
 
 
@@ -497,7 +496,7 @@ def selective_scan(
     if path == "cuda-mamba_ssm":
         return _mamba_selective_scan_fn()(*args)
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if path == "numba":
+    if path == "cpp":
         dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
         out, last_state = _fused_scan(*args[:-1], dtype)
     else:
