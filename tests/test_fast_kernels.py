@@ -20,7 +20,12 @@ from ssmbench.layers.mamba2 import Mamba2, ssd, ssd_backend
 from ssmbench.models import build
 from ssmbench.models.blocks import MambaBlock
 from ssmbench.models.kernels import recorded_backends
-from ssmbench.ops.causal_conv import causal_conv1d, causal_conv1d_reference, conv_backend
+from ssmbench.ops.causal_conv import (
+    causal_conv1d,
+    causal_conv1d_reference,
+    causal_conv1d_shifted,
+    conv_backend,
+)
 from ssmbench.ops.scan import resolve_backend
 
 CPU = torch.device("cpu")
@@ -101,14 +106,15 @@ def install(monkeypatch, conv=None, ssd_fn=None, kernel_device=True) -> None:
 
 
 def test_without_the_packages_the_torch_paths_run_and_are_recorded():
-    assert conv_backend(CPU) == "torch" and ssd_backend(CPU) == "torch"
+    assert conv_backend(CPU) == "torch-shifted" and ssd_backend(CPU) == "torch"
+    assert conv_backend("cuda") == "torch"  # cuDNN's grouped conv1d
     model = build("mamba2", vocab_size=8, d_model=8, n_layers=1, d_state=4)
     assert recorded_backends(model, CPU) == {
-        "scan_backend": None, "conv_backend": "torch", "ssd_backend": "torch",
+        "scan_backend": None, "conv_backend": "torch-shifted", "ssd_backend": "torch",
     }  # fmt: skip
     mamba = build("mamba-s6", vocab_size=8, d_model=8, n_layers=1, d_state=4)
     assert recorded_backends(mamba, CPU) == {
-        "scan_backend": resolve_backend(CPU), "conv_backend": "torch", "ssd_backend": None,
+        "scan_backend": resolve_backend(CPU), "conv_backend": "torch-shifted", "ssd_backend": None,
     }  # fmt: skip
     lstm = build("lstm", vocab_size=8, d_model=8, n_layers=1)
     assert set(recorded_backends(lstm, CPU).values()) == {None}
@@ -118,7 +124,7 @@ def test_installed_kernels_are_not_used_off_their_device(monkeypatch):
     calls: list = []
     install(monkeypatch, conv=fake_causal_conv1d_fn(calls), ssd_fn=fake_chunk_scan(calls),
             kernel_device=False)  # fmt: skip
-    assert conv_backend(CPU) == "torch" and ssd_backend(CPU) == "torch"
+    assert conv_backend(CPU) == "torch-shifted" and ssd_backend(CPU) == "torch"
     Mamba2(8, d_state=4, headdim=4, chunk=4)(torch.randn(2, 7, 8))
     assert calls == []
 
@@ -138,6 +144,35 @@ def test_causal_conv1d_calls_the_kernel_with_upstreams_layout_and_returns_its_ou
     assert call["x"] is x and call["weight"] is weight and call["bias"] is bias
     assert call["activation"] == activation
     torch.testing.assert_close(y, causal_conv1d_reference(x, weight, bias, activation))
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("activation", [None, "silu"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_shifted_causal_conv1d_matches_torchs_grouped_conv1d(width, activation, with_bias):
+    """The CPU path (W shifted multiply-adds) against torch's conv1d, forward and gradients, in
+    float64 and the channel-last layout the blocks pass."""
+    g = torch.Generator().manual_seed(width)
+    x = torch.randn(3, 13, 6, generator=g, dtype=torch.float64).mT.requires_grad_()  # (B, D, L)
+    weight = torch.randn(6, width, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    g_y = torch.randn(3, 6, 13, generator=g, dtype=torch.float64)
+    results = []
+    for conv in (causal_conv1d_shifted, causal_conv1d_reference):
+        y = conv(x, weight, bias if with_bias else None, activation)
+        results.append([y, *torch.autograd.grad(y, (x, weight, bias), g_y, allow_unused=True)])
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_the_shifted_conv_is_causal():
+    x = torch.randn(1, 3, 10, dtype=torch.float64)
+    weight = torch.randn(3, 4, dtype=torch.float64)
+    changed = x.clone()
+    changed[..., 6:] += 1.0  # the future of t = 5
+    y, y_changed = (causal_conv1d_shifted(v, weight, None, "silu") for v in (x, changed))
+    torch.testing.assert_close(y[..., :6], y_changed[..., :6])
+    assert not torch.allclose(y[..., 6:], y_changed[..., 6:])
 
 
 def test_mamba_block_and_mamba2_run_the_conv_kernel_and_use_its_output(monkeypatch):
@@ -166,7 +201,7 @@ def test_mamba2_runs_mambas_ssd_kernel_with_upstreams_layout_and_uses_its_output
     eager = layer(u)
     calls: list = []
     install(monkeypatch, ssd_fn=fake_chunk_scan(calls))
-    assert ssd_backend(CPU) == "mamba_ssm" and conv_backend(CPU) == "torch"
+    assert ssd_backend(CPU) == "mamba_ssm" and conv_backend(CPU) == "torch-shifted"
     torch.testing.assert_close(layer(u), eager)  # the kernel's SSD = our chunked SSD
     [call] = calls
     assert call["x"].shape == (2, 13, 4, 4) and call["dt"].shape == (2, 13, 4)  # (b, L, H, P)
@@ -192,5 +227,5 @@ def test_a_cell_records_the_conv_and_ssd_backends():
     model = build("mamba2", vocab_size=16, d_model=8, n_layers=1, d_state=4)
     facts = _describe(cell, model, CPU)
     assert (facts["conv_backend"], facts["ssd_backend"], facts["scan_backend"]) == (
-        "torch", "torch", None,
+        "torch-shifted", "torch", None,
     )  # fmt: skip

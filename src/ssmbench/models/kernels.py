@@ -4,7 +4,7 @@ A module declares the kernel families it calls in its `kernels` class attribute 
 `backends_of`); each family has a result field and the function that resolves its backend:
 
     selective-scan -> scan_backend  ('cpp', 'torch-sequential', 'cuda-mamba_ssm', ...)
-    causal-conv1d  -> conv_backend  ('causal_conv1d' kernel or 'torch')
+    causal-conv1d  -> conv_backend  ('causal_conv1d' kernel, 'torch-shifted' on CPU, or 'torch')
     ssd            -> ssd_backend   ('mamba_ssm' Triton kernel or 'torch')
 
 A field is None when the model calls no kernel of that family.
