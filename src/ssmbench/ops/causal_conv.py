@@ -50,8 +50,13 @@ def causal_conv1d_shifted(
     D, W = weight.shape
     L = x.shape[-1]
     padded = F.pad(x, (W - 1, 0))  # (B, D, W - 1 + L), zeros before t = 0
-    y = sum(weight[:, k, None] * padded[..., k : k + L] for k in range(W))  # (B, D, L)
-    y = y if bias is None else y + bias[:, None]
+    first = padded[..., :L]  # (B, D, L): the tap k = 0, x_{t - (W - 1)}
+    if bias is None:
+        y = first * weight[:, :1]
+    else:
+        y = torch.addcmul(bias[:, None], first, weight[:, :1])
+    for k in range(1, W):  # one fused multiply-add pass per tap
+        y = torch.addcmul(y, padded[..., k : k + L], weight[:, k : k + 1])  # (B, D, L)
     return F.silu(y) if activation == "silu" else y
 
 
