@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import ssmbench.ops.optional as optional_module
+from ssmbench.layers.hyena import ShortConv
 from ssmbench.layers.mamba2 import Mamba2, ssd, ssd_backend
 from ssmbench.models import build
 from ssmbench.models.blocks import MambaBlock
@@ -118,6 +119,19 @@ def test_without_the_packages_the_torch_paths_run_and_are_recorded():
     }  # fmt: skip
     lstm = build("lstm", vocab_size=8, d_model=8, n_layers=1)
     assert set(recorded_backends(lstm, CPU).values()) == {None}
+    for name in ("hyena", "baseconv"):  # their short convolutions
+        model = build(name, vocab_size=8, d_model=8, n_layers=1, d_state=4)
+        assert recorded_backends(model, CPU)["conv_backend"] == "torch-shifted"
+
+
+def test_short_conv_is_conv1d_cut_to_causal():
+    """Hyena's and BaseConv's ShortConv: nn.Conv1d's own forward, padded and cut to the first L
+    outputs, is what it computes."""
+    torch.manual_seed(0)
+    conv = ShortConv(6, 3).double()
+    x = torch.randn(2, 6, 17, dtype=torch.float64)
+    expected = torch.nn.Conv1d.forward(conv, x)[..., :17]
+    torch.testing.assert_close(conv(x), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_installed_kernels_are_not_used_off_their_device(monkeypatch):

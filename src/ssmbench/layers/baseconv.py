@@ -12,19 +12,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssmbench.layers.hyena import ImplicitFilter, short_conv
+from ssmbench.layers.hyena import ImplicitFilter, ShortConv
 
 
 class BaseConv(nn.Module):
     def __init__(self, d_model: int, kernel: int = 3) -> None:
         super().__init__()
         self.projection = nn.Linear(d_model, d_model)
-        self.conv = short_conv(d_model, kernel) if kernel else ImplicitFilter(d_model)
+        self.conv = ShortConv(d_model, kernel) if kernel else ImplicitFilter(d_model)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, D) -> (B, L, D)."""
-        if isinstance(self.conv, nn.Conv1d):
-            conv = self.conv(u.mT)[..., : u.shape[1]].mT  # (B, L, D), causal
-        else:
-            conv = self.conv(u)  # (B, L, D)
+        conv = self.conv(u.mT).mT if isinstance(self.conv, ShortConv) else self.conv(u)  # (B, L, D)
         return conv * self.projection(u)

@@ -1,4 +1,4 @@
-// The fused CPU selective scan: forward and backward, one call each (math: ssmbench/ops/scan_fused.py).
+// The fused CPU selective scan, forward and backward, one call each (math: ops/scan_fused.py).
 //
 // Arrays, all contiguous, all float or all double:
 //   u, delta, z, out, g_u, g_delta, g_z   (B, D, L)
@@ -9,8 +9,8 @@
 //   Dv, bias                              (D,)
 //   starts                                (B, D, ceil(L / CHUNK), N)  the state before each chunk
 //   last, g_last                          (B, D, N)
-//   g_Bx, g_Cx                            (B, D / block, L, N) partial sums over a block of channels,
-//                                         or (B, D, 1, N) when time-invariant
+//   g_Bx, g_Cx                            (B, D / block, L, N) partial sums over a block of
+//                                         channels, or (B, D, 1, N) when time-invariant
 //   g_A (B, D, N); g_D, g_bias (B, D)     per-batch partial sums
 // Work items, (b, d) forward and (b, block of channels) backward, are shared out in one OpenMP
 // parallel region per call, on the pool torch has loaded (its threads, its wait policy). Loops over
@@ -107,18 +107,19 @@ Rows<const T> bc_rows(const Shape& S, const T* X, int64_t batch, int64_t groups,
   return {X + (bb * groups + g) * time * S.n, time > 1 ? S.n : 0};
 }
 
-// Runs item(i, thread) for i < items on `threads` threads of the OpenMP pool already loaded (torch's:
-// the same threads, thread count and wait policy as torch's own operators).
+// Runs item(i, thread) for i < items on `threads` threads of the OpenMP pool already loaded
+// (torch's: the same threads, thread count and wait policy as torch's own operators).
 template <class F>
 void parallel(int64_t items, int64_t threads, F item) {
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t i = 0; i < items; ++i) item(i, omp_get_thread_num());
 }
 
-// out_t = (<h_t, C_t> + D u_t) silu(z_t),  h_t = exp(Δ_t A) h_{t-1} + Δ_t u_t B_t,  for one (b, d).
+// out_t = (<h_t, C_t> + D u_t) silu(z_t), h_t = exp(Δ_t A) h_{t-1} + Δ_t u_t B_t, for one (b, d).
 template <class T, int64_t NS>  // NS: N when known at compile time, else 0
 void forward_item(const Shape& S, const Args<T>& a, int64_t b, int64_t d, T* buf) {
-  const int64_t L = S.length, n = NS ? NS : S.n, bd = b * S.dim + d, chunks = (L + CHUNK - 1) / CHUNK;
+  const int64_t L = S.length, n = NS ? NS : S.n, bd = b * S.dim + d;
+  const int64_t chunks = (L + CHUNK - 1) / CHUNK;
   T *__restrict dt = buf, *__restrict d_dt = buf + L, *__restrict silu = buf + 2 * L;
   T *__restrict d_silu = buf + 3 * L, *__restrict h = buf + 4 * L;
   steps(S, a.delta + bd * L, a.bias[d], dt, d_dt);
@@ -221,7 +222,8 @@ void adjoint_chunk(const Shape& S, const Args<T>& a, int64_t b, int64_t d, int64
 // The backward of one channel: per-step values, then chunks in reverse, then its sums.
 template <class T, int64_t NS>
 void backward_channel(const Shape& S, const Args<T>& a, int64_t b, int64_t d, int64_t blk, T* buf) {
-  const int64_t L = S.length, n = NS ? NS : S.n, bd = b * S.dim + d, chunks = (L + CHUNK - 1) / CHUNK;
+  const int64_t L = S.length, n = NS ? NS : S.n, bd = b * S.dim + d;
+  const int64_t chunks = (L + CHUNK - 1) / CHUNK;
   const Steps<T> st{buf, buf + L, buf + 2 * L, buf + 3 * L, buf + 4 * L};
   T *dA = buf + 5 * L, *hs = dA + CHUNK * n, *lam = hs + (CHUNK + 1) * n, *g_A_d = lam + n;
   steps(S, a.delta + bd * L, a.bias[d], st.dt, st.d_dt);
