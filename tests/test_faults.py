@@ -164,8 +164,9 @@ def test_driver_killed_mid_sweep_resumes_with_every_cell_done_once(tmp_path):
 
 ORPHANED_WORKER = """
 import subprocess, sys
-watch = "import sys; from ssmbench.experiment.executors.local import _exit_with_driver; "
-watch += "print('watching', flush=True); _exit_with_driver(int(sys.argv[1]))"
+watch = "import os, sys; parent = os.getppid(); "  # before saying so: we may be killed after
+watch += "from ssmbench.experiment.executors.local import _exit_with_driver; "
+watch += "print('watching', flush=True); _exit_with_driver(int(sys.argv[1]), parent)"
 subprocess.Popen([sys.executable, "-c", watch, sys.argv[1]])  # shares our stdout pipe
 input()  # until killed
 """

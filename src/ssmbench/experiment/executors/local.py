@@ -23,11 +23,10 @@ from ssmbench.experiment.executors import Emit
 from ssmbench.experiment.results import CellResult
 
 
-def _exit_with_driver(driver_pid: int) -> None:
+def _exit_with_driver(driver_pid: int, parent: int) -> None:
     """Exit once the driver is gone: no such process, or this process's parent (the driver, or
-    its forkserver, which exits with it) has changed. A killed driver that nobody reaps stays a
-    zombie, which signal 0 still finds."""
-    parent = os.getppid()
+    its forkserver, which exits with it) is no longer `parent`, read when the worker started. A
+    killed driver that nobody reaps stays a zombie, which signal 0 still finds."""
     while True:
         time.sleep(1.0)
         try:
@@ -39,7 +38,8 @@ def _exit_with_driver(driver_pid: int) -> None:
 
 
 def _work(kind: Kind, cell_json: str, out_dir: str, events: Any, driver_pid: int) -> None:
-    threading.Thread(target=_exit_with_driver, args=(driver_pid,), daemon=True).start()
+    parent = os.getppid()  # first: the driver may die while this worker starts
+    threading.Thread(target=_exit_with_driver, args=(driver_pid, parent), daemon=True).start()
     cell = CellConfig.model_validate_json(cell_json)
     name = job_id(kind, cell)
     events.put(("start", name, None))
