@@ -1,10 +1,15 @@
 """Selective scan: every backend against the reference, the reference against a closed form,
 and backend resolution."""
 
+import functools
 import itertools
 import math
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +26,14 @@ from ssmbench.ops.scan import (
 PATHS = ["torch-sequential", "torch-chunked", "cpp"]
 BC_SHAPES = ["(D,N)", "(B,N,L)", "(B,1,N,L)", "(B,2,N,L)"]
 OPTIONS = ["z", "D", "delta_bias", "delta_softplus", "return_last_state"]
+
+
+def _asan_runtime() -> Path:
+    """The compiler's AddressSanitizer runtime, which the cpp kernels' checked build needs (a
+    relative name when the compiler has none)."""
+    compiler = shutil.which("c++") or shutil.which("g++") or "c++"
+    found = subprocess.run([compiler, "-print-file-name=libasan.so"], capture_output=True)
+    return Path(found.stdout.decode().strip() or "libasan.so")
 
 
 def make_inputs(bc_shape, options, batch=2, dim=4, n=3, length=11, dtype=torch.float64, seed=0):
@@ -153,14 +166,6 @@ def test_bfloat16_inputs(small_chunks, path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("length", [1, 2, 5])
-def test_lengths_up_to_one_chunk(small_chunks, path, length):
-    args, kwargs = make_inputs("(B,N,L)", OPTIONS, length=length)
-    expected = outputs_and_grads(selective_scan_reference, args, kwargs)
-    assert_all_close(outputs_and_grads(torch_path(path), args, kwargs), expected, rtol=1e-10)
-
-
-@pytest.mark.parametrize("path", PATHS)
 def test_strided_inputs(small_chunks, path):
     """Inputs laid out as the S6 layer passes them, x.mT with x (B, L, D) contiguous."""
     args, kwargs = make_inputs("(B,N,L)", OPTIONS, length=20)
@@ -170,14 +175,69 @@ def test_strided_inputs(small_chunks, path):
     assert_all_close(outputs_and_grads(torch_path(path), *strided), expected, rtol=1e-10)
 
 
+# (batch, dim) where the cpp backward's blocks of channels are 1 wide, and > 1, at 1 and 2 threads
+WIDTHS = {"block-1": (2, 2), "block>1": (1, 16)}
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"{n}-threads")
+def threads(request):
+    """torch's intra-op threads (which the cpp kernels use) set for one test, then restored."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(saved)
+
+
+@functools.cache
+def reference_at(bc_shape: str, width: str, length: int) -> tuple:
+    """make_inputs at a width and length, and the reference's outputs and gradients on them
+    (computed once: every backend and thread count compares with the same)."""
+    batch, dim = WIDTHS[width]
+    args, kwargs = make_inputs(bc_shape, OPTIONS, batch, dim, n=3, length=length)
+    return args, kwargs, outputs_and_grads(selective_scan_reference, args, kwargs)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("bc_shape", BC_SHAPES)
-@pytest.mark.parametrize("length", [63, 64, 65, 150])
-def test_fused_chunk_boundaries(bc_shape, length):
-    """The cpp backward recomputes states from one saved state per 64 steps: lengths around
-    and across that boundary, the last chunk short."""
-    args, kwargs = make_inputs(bc_shape, OPTIONS, length=length)
-    expected = outputs_and_grads(selective_scan_reference, args, kwargs)
-    assert_all_close(outputs_and_grads(torch_path("cpp"), args, kwargs), expected, rtol=1e-10)
+@pytest.mark.parametrize("path", PATHS)
+def test_every_length_and_layout(monkeypatch, threads, path, bc_shape, width):
+    """Every backend at every L in 1 ... 130: either side of the chunks of 64 steps (the cpp
+    backward's, and the torch paths' set to the same), L = 1 included, where a time-varying B or
+    C has one row as a time-invariant one does; outputs and every gradient."""
+    batch, dim = WIDTHS[width]
+    if path in scan.CHUNK_ELEMENTS:
+        monkeypatch.setitem(scan.CHUNK_ELEMENTS, path, 64 * batch * dim * 3)  # 64 steps of N = 3
+    if bc_shape != "(D,N)":  # time-invariant B and C have no blocks
+        B = reference_at(bc_shape, width, 1)[0][3]
+        assert (scan_fused._block(dim, batch, B, B) == 1) == (width == "block-1")
+    for length in range(1, 131):
+        args, kwargs, expected = reference_at(bc_shape, width, length)
+        actual = outputs_and_grads(torch_path(path), args, kwargs)
+        try:
+            assert_all_close(actual, expected, rtol=1e-10)
+        except AssertionError as error:
+            raise AssertionError(f"L = {length}: {error}") from None
+
+
+@pytest.mark.slow
+def test_every_length_and_layout_under_sanitizers():
+    """The test above on the cpp backend's checked build (SSMBENCH_SCAN_DEBUG=1: ASan, UBSan,
+    libstdc++ assertions), in a process that loads the ASan runtime first; uncaptured (-s), so
+    that a sanitizer's report, printed as the process dies, reaches the assertion."""
+    runtime = _asan_runtime()
+    if not runtime.is_file():
+        pytest.skip(f"the C++ compiler has no AddressSanitizer runtime ({runtime})")
+    env = {
+        **os.environ,
+        scan_fused.DEBUG: "1",
+        "LD_PRELOAD": str(runtime),
+        "ASAN_OPTIONS": "detect_leaks=0",  # Python's and torch's allocations live to the end
+    }
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", __file__]
+    command += ["-k", "test_every_length_and_layout and cpp", "-m", "not slow"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "16 passed" in done.stdout
 
 
 @pytest.mark.parametrize("bc_shape", ["(B,N,L)", "(B,2,N,L)", "(D,N)"])
@@ -390,3 +450,10 @@ def test_bad_shapes_raise(change, backend):
     kwargs = {k: change.get(k, v) for k, v in kwargs.items()}
     with pytest.raises(ValueError, match=next(iter(change))):
         selective_scan(*args, **kwargs, backend=backend)
+
+
+def test_checked_build_needs_the_asan_runtime(monkeypatch):
+    monkeypatch.setenv(scan_fused.DEBUG, "1")
+    error = scan_fused._library.__wrapped__()  # uncached: the switch is read on each load
+    assert isinstance(error, RuntimeError)
+    assert "LD_PRELOAD=$(c++ -print-file-name=libasan.so)" in str(error)

@@ -6,6 +6,8 @@
 //   A                                     (D, N)       N padded to a multiple of 16 (inert states)
 //   Bx, Cx                                (Bb, G, Lt, N)  channel d reads group d / (D / G);
 //                                                      Bb = 1, Lt = 1 when time-invariant
+//                                                      (Layout.vary says which: at L = 1 a
+//                                                      time-varying one has Lt = 1 too)
 //   Dv, bias                              (D,)
 //   starts                                (B, D, ceil(L / CHUNK), N)  the state before each chunk
 //   last, g_last                          (B, D, N)
@@ -28,9 +30,13 @@ namespace {
 
 constexpr int64_t CHUNK = 64;  // steps whose states the backward recomputes at once
 
+struct Layout {  // of B or C, (Bb, G, Lt, N); vary: one row per step (said, not read from Lt)
+  int64_t batch, groups, time, vary;
+};
+
 struct Shape {  // mirrored by ctypes in scan_fused.py
   int64_t batch, dim, length, n;
-  int64_t b_batch, b_groups, b_time, c_batch, c_groups, c_time;
+  Layout b, c;
   int64_t block, softplus, has_z, threads;
 };
 
@@ -99,12 +105,11 @@ struct Rows {
   T* operator[](int64_t t) const { return base + t * step; }
 };
 
-// The rows of B or C (Bb, G, Lt, N) that batch b, channel d reads.
+// The rows of B or C (Bb, G, Lt, N) that batch b, channel d reads; `vary`: one row per step.
 template <class T>
-Rows<const T> bc_rows(const Shape& S, const T* X, int64_t batch, int64_t groups, int64_t time,
-                      int64_t b, int64_t d) {
-  const int64_t bb = batch > 1 ? b : 0, g = d / (S.dim / groups);
-  return {X + (bb * groups + g) * time * S.n, time > 1 ? S.n : 0};
+Rows<const T> bc_rows(const Shape& S, const T* X, const Layout& x, int64_t b, int64_t d) {
+  const int64_t bb = x.batch > 1 ? b : 0, g = d / (S.dim / x.groups);
+  return {X + (bb * x.groups + g) * x.time * S.n, x.vary ? S.n : 0};
 }
 
 // Runs item(i, thread) for i < items on `threads` threads of the OpenMP pool already loaded
@@ -126,8 +131,8 @@ void forward_item(const Shape& S, const Args<T>& a, int64_t b, int64_t d, T* buf
   if (S.has_z) gates(S, a.z + bd * L, silu, d_silu);
   const T *__restrict u = a.u + bd * L, *__restrict Ad = a.A + d * n;
   T *__restrict out = a.out + bd * L, *__restrict starts = a.starts + bd * chunks * n;
-  const Rows<const T> B_rows = bc_rows(S, a.Bx, S.b_batch, S.b_groups, S.b_time, b, d);
-  const Rows<const T> C_rows = bc_rows(S, a.Cx, S.c_batch, S.c_groups, S.c_time, b, d);
+  const Rows<const T> B_rows = bc_rows(S, a.Bx, S.b, b, d);
+  const Rows<const T> C_rows = bc_rows(S, a.Cx, S.c, b, d);
   const bool has_z = S.has_z;
   const T Dd = a.Dv[d];
   std::fill(h, h + n, T(0));
@@ -161,7 +166,7 @@ void recompute_chunk(const Shape& S, const Args<T>& a, int64_t b, int64_t d, int
                      const T* dt, T* __restrict dA, T* __restrict hs) {
   const int64_t n = NS ? NS : S.n;
   const T *__restrict u = a.u + (b * S.dim + d) * S.length, *__restrict Ad = a.A + d * n;
-  const Rows<const T> B_rows = bc_rows(S, a.Bx, S.b_batch, S.b_groups, S.b_time, b, d);
+  const Rows<const T> B_rows = bc_rows(S, a.Bx, S.b, b, d);
   for (int64_t s = 0; s < t1 - t0; ++s) {
     const int64_t t = t0 + s;
     const T* __restrict Bt = B_rows[t];
@@ -189,12 +194,12 @@ void adjoint_chunk(const Shape& S, const Args<T>& a, int64_t b, int64_t d, int64
                    T* __restrict lam, T* __restrict g_A_d) {
   const int64_t n = NS ? NS : S.n, L = S.length, bd = b * S.dim + d;
   const T *__restrict u = a.u + bd * L, *__restrict Ad = a.A + d * n, Dd = a.Dv[d];
-  const Rows<const T> B_rows = bc_rows(S, a.Bx, S.b_batch, S.b_groups, S.b_time, b, d);
-  const Rows<const T> C_rows = bc_rows(S, a.Cx, S.c_batch, S.c_groups, S.c_time, b, d);
+  const Rows<const T> B_rows = bc_rows(S, a.Bx, S.b, b, d);
+  const Rows<const T> C_rows = bc_rows(S, a.Cx, S.c, b, d);
   const int64_t blocks = S.dim / S.block;  // g_Bx, g_Cx: a block's partial sums, or d's own row
-  const Rows<T> g_B_rows = S.b_time > 1 ? Rows<T>{a.g_Bx + (b * blocks + blk) * L * n, n}
+  const Rows<T> g_B_rows = S.b.vary ? Rows<T>{a.g_Bx + (b * blocks + blk) * L * n, n}
                                          : Rows<T>{a.g_Bx + bd * n, 0};
-  const Rows<T> g_C_rows = S.c_time > 1 ? Rows<T>{a.g_Cx + (b * blocks + blk) * L * n, n}
+  const Rows<T> g_C_rows = S.c.vary ? Rows<T>{a.g_Cx + (b * blocks + blk) * L * n, n}
                                          : Rows<T>{a.g_Cx + bd * n, 0};
   for (int64_t s = t1 - t0 - 1; s >= 0; --s) {
     const int64_t t = t0 + s;

@@ -53,16 +53,32 @@ FLAGS = (
     "-fno-signed-zeros",
     "-fno-trapping-math",
 )
+# SSMBENCH_SCAN_DEBUG=1: a checked build instead, AddressSanitizer and UBSan (stops at the first
+# out-of-bounds access or undefined operation) and libstdc++'s assertions; it loads only into a
+# process that runs the ASan runtime first: LD_PRELOAD=$(c++ -print-file-name=libasan.so).
+DEBUG = "SSMBENCH_SCAN_DEBUG"
+DEBUG_FLAGS = (
+    "-O1",
+    "-g",
+    "-march=native",
+    "-fopenmp",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+    "-D_GLIBCXX_ASSERTIONS",
+)
 CHUNK = 64  # as in scan_cpu.cpp: steps whose states the backward recomputes at once
 LANES = 16  # N is padded to a multiple: the loops over the states are whole vector operations
 
 
+class _Layout(ctypes.Structure):  # scan_cpu.cpp's Layout, of B or C
+    _fields_ = [(name, ctypes.c_int64) for name in ("batch", "groups", "time", "vary")]
+
+
 class _Shape(ctypes.Structure):  # scan_cpu.cpp's Shape
-    _fields_ = [
-        (name, ctypes.c_int64)
-        for name in ("batch", "dim", "length", "n", "b_batch", "b_groups", "b_time", "c_batch")
-        + ("c_groups", "c_time", "block", "softplus", "has_z", "threads")
-    ]
+    _fields_ = [(name, ctypes.c_int64) for name in ("batch", "dim", "length", "n")]
+    _fields_ += [("b", _Layout), ("c", _Layout)]
+    _fields_ += [(name, ctypes.c_int64) for name in ("block", "softplus", "has_z", "threads")]
 
 
 class _Args(ctypes.Structure):  # scan_cpu.cpp's Args: data pointers, inputs then outputs
@@ -98,19 +114,26 @@ def _cpu() -> str:
     return "\n".join(wanted[:2])
 
 
+def debugging() -> bool:
+    """Whether $SSMBENCH_SCAN_DEBUG asks for the checked build."""
+    return os.environ.get(DEBUG, "") not in ("", "0")
+
+
 def build(compiler: str | None = None) -> Path:
-    """The shared library of scan_cpu.cpp for this CPU, compiled once into cache_dir(); raises
-    RuntimeError with one line saying why it cannot be built."""
+    """The shared library of scan_cpu.cpp for this CPU (the checked one when debugging()),
+    compiled once into cache_dir(); raises RuntimeError with one line saying why it cannot be
+    built."""
     compiler = compiler or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         raise RuntimeError("no C++ compiler found: install g++ (or clang++), or set $CXX")
+    flags = DEBUG_FLAGS if debugging() else FLAGS
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), _cpu().encode()]))
+    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), _cpu().encode()]))
     target = cache_dir() / f"scan_cpu-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     partial = target.with_suffix(f".{os.getpid()}.tmp")  # then renamed: builds may race
-    command = [compiler, *FLAGS, "-std=c++17", "-shared", "-fPIC", "-o", str(partial), str(SOURCE)]
+    command = [compiler, *flags, "-std=c++17", "-shared", "-fPIC", "-o", str(partial), str(SOURCE)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -125,6 +148,11 @@ def build(compiler: str | None = None) -> Path:
 @functools.cache
 def _library() -> ctypes.CDLL | RuntimeError:
     """The loaded kernels, or the error that says why there are none."""
+    if debugging() and not hasattr(ctypes.CDLL(None), "__asan_init"):
+        return RuntimeError(
+            f"{DEBUG} is set but the ASan runtime is not loaded: "
+            "run with LD_PRELOAD=$(c++ -print-file-name=libasan.so), or unset it"
+        )
     try:
         library = ctypes.CDLL(str(build()))
     except (RuntimeError, OSError) as error:
@@ -154,12 +182,13 @@ def _call(direction: str, shape: _Shape, dtype: torch.dtype, **arrays: np.ndarra
     getattr(_library(), f"scan_{direction}_{suffix}")(ctypes.byref(shape), ctypes.byref(pointers))
 
 
-def _shape(u, Bx, Cx, block, softplus, has_z) -> _Shape:
-    """The kernels' Shape for u (B, D, L) and Bx, Cx (Bb, G, Lt, padded N)."""
-    (batch, dim, length), n = u.shape, Bx.shape[-1]
-    b_shape, c_shape = Bx.shape[:3], Cx.shape[:3]
+def _shape(inputs: dict[str, np.ndarray], B, C, block, softplus, has_z) -> _Shape:
+    """The kernels' Shape for inputs["u"] (B, D, L) and inputs["Bx"], ["Cx"] (Bb, G, Lt, padded
+    N), B and C as given (time-varying unless (D, N): said, as Lt is 1 either way at L = 1)."""
+    (batch, dim, length), n = inputs["u"].shape, inputs["Bx"].shape[-1]
+    b, c = (_Layout(*inputs[k].shape[:3], X.dim() > 2) for k, X in (("Bx", B), ("Cx", C)))
     flags = (block, softplus, has_z, torch.get_num_threads())
-    return _Shape(batch, dim, length, n, *b_shape, *c_shape, *flags)
+    return _Shape(batch, dim, length, n, b, c, *flags)
 
 
 def _array(x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
@@ -238,7 +267,7 @@ class FusedScanFn(torch.autograd.Function):
             torch.empty(batch, dim, length, dtype=dtype) if z is not None else last
         )  # before the gate
         inputs = _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype)
-        shape = _shape(inputs["u"], inputs["Bx"], inputs["Cx"], 1, delta_softplus, z is not None)
+        shape = _shape(inputs, B, C, 1, delta_softplus, z is not None)
         outputs = dict(out=out.numpy(), y=y.numpy(), starts=starts.numpy(), last=last.numpy())
         _call("forward", shape, dtype, **inputs, **outputs)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts, y)
@@ -263,7 +292,7 @@ class FusedScanFn(torch.autograd.Function):
         g_A, g_D, g_bias = empty(batch, dim, n), empty(batch, dim), empty(batch, dim)
         inputs = _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype)
         has_z = z is not None
-        shape = _shape(inputs["u"], inputs["Bx"], inputs["Cx"], block, ctx.delta_softplus, has_z)
+        shape = _shape(inputs, B, C, block, ctx.delta_softplus, has_z)
         cotangents = dict(g_out=_array(g_out, dtype), g_last=_pad_states(g_last, dtype))
         saved = dict(starts=starts.numpy(), y=y.numpy())
         grads = dict(g_u=g_u, g_delta=g_delta, g_z=g_z, g_Bx=g_B, g_Cx=g_C, g_A=g_A, g_D=g_D)
