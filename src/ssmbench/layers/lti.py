@@ -6,7 +6,9 @@ discretized with a trainable per-channel step dt into x_k = dA x_{k-1} + dB u_k,
 The layer computes y = K * u + D u with the kernel K[k] = Re(C dA^k dB), k < L, by FFT convolution.
 
 d_state = N is the state size of the equivalent real system. Complex systems (S4D-Inv/Lin,
-S4LowRank) store N/2 modes; the other N/2 are their complex conjugates.
+S4LowRank) store N/2 modes; the other N/2 are their complex conjugates. A complex parameter is
+stored as its real view (..., 2), as upstream s4 does, so that `.double()` (which leaves complex
+tensors alone) makes the whole layer float64 / complex128.
 """
 
 import math
@@ -24,6 +26,11 @@ from ssmbench.ops.kernels import (
     fft_conv,
     vandermonde_kernel,
 )
+
+
+def complex_parameter(x: torch.Tensor) -> nn.Parameter:
+    """x (...) complex as a trainable real view (..., 2) in float32."""
+    return nn.Parameter(torch.view_as_real(x.to(torch.complex64)).clone())
 
 
 class LTIMixer(nn.Module):
@@ -45,9 +52,10 @@ class LTIMixer(nn.Module):
         self.D = nn.Parameter(torch.randn(d_model))  # (H,)
 
     def per_channel(self, x: torch.Tensor) -> nn.Parameter:
-        """A trainable copy of x for each channel, (...) -> (H, ...), float32 or complex64."""
-        dtype = torch.complex64 if x.is_complex() else torch.float32
-        return nn.Parameter(x.to(dtype).expand(self.d_model, *x.shape).clone())
+        """A trainable copy of x for each channel, (...) -> (H, ...), float32; complex x as its
+        real view (H, ..., 2)."""
+        x = x.expand(self.d_model, *x.shape)  # (H, ...)
+        return complex_parameter(x) if x.is_complex() else nn.Parameter(x.float().clone())
 
     @property
     def dt(self) -> torch.Tensor:
@@ -110,8 +118,10 @@ class S4D(LTIMixer):
         A = s4d_diagonal(d_state, init)  # (N,) real or (N/2,) complex
         self.log_neg_A_real = self.per_channel(torch.log(-A.real))  # (H, N')
         self.A_imag = self.per_channel(A.imag) if A.is_complex() else None
-        dtype = torch.complex64 if A.is_complex() else torch.float32
-        self.C = nn.Parameter(torch.randn(d_model, A.shape[0], dtype=dtype))  # (H, N')
+        if A.is_complex():  # (H, N', 2): the real view of complex C
+            self.C = complex_parameter(torch.randn(d_model, A.shape[0], dtype=torch.complex64))
+        else:
+            self.C = nn.Parameter(torch.randn(d_model, A.shape[0]))  # (H, N')
 
     def _diagonal_ssm(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """dA, dB, C (H, N') of the diagonal system, the conjugate-pair factor 2 folded into C."""
@@ -119,7 +129,7 @@ class S4D(LTIMixer):
         if self.A_imag is None:
             C = self.C
         else:
-            A, C = torch.complex(A, self.A_imag), 2 * self.C
+            A, C = torch.complex(A, self.A_imag), 2 * torch.view_as_complex(self.C)
         dA, dB = discretize_diagonal(A, torch.ones_like(A), self.dt, "zoh")
         return dA, dB, C
 
@@ -154,17 +164,22 @@ class S4LowRank(LTIMixer):
         B = torch.complex(B.real, B.imag.clamp(-b_clip, b_clip))
         self.log_neg_Lambda_real = self.per_channel(torch.log(-Lambda.real))  # (H, N/2)
         self.Lambda_imag = self.per_channel(Lambda.imag)
-        self.P, self.B = self.per_channel(P), self.per_channel(B)
-        self.C = nn.Parameter(torch.randn(d_model, M, dtype=torch.complex64))  # (H, N/2)
+        self.P, self.B = self.per_channel(P), self.per_channel(B)  # (H, N/2, 2) real views
+        self.C = complex_parameter(torch.randn(d_model, M, dtype=torch.complex64))  # (H, N/2, 2)
 
     @property
     def Lambda(self) -> torch.Tensor:
         return torch.complex(-torch.exp(self.log_neg_Lambda_real), self.Lambda_imag)  # (H, N/2)
 
+    def _modes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P, B, C (H, N/2) complex, read from their real views."""
+        return tuple(torch.view_as_complex(p) for p in (self.P, self.B, self.C))
+
     def discrete_ssm(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        A = dplr_matrix(self.Lambda, self.P)  # (H, N, N)
-        dA, dB = discretize_dense(A, conjugate_pairs(self.B), self.dt, "bilinear")
-        return dA, dB, conjugate_pairs(self.C)
+        P, B, C = self._modes()
+        A = dplr_matrix(self.Lambda, P)  # (H, N, N)
+        dA, dB = discretize_dense(A, conjugate_pairs(B), self.dt, "bilinear")
+        return dA, dB, conjugate_pairs(C)
 
     def kernel(self, L: int) -> torch.Tensor:
-        return dplr_kernel(self.Lambda, self.P, self.B, self.C, self.dt, L)
+        return dplr_kernel(self.Lambda, *self._modes(), self.dt, L)
