@@ -42,9 +42,9 @@ def linear_attention_reference(
     B, H, L, K = q.shape
     S = q.new_zeros(B, H, K, v.shape[-1])  # (B, H, K, V)
     out = []
-    for t in range(L):
-        S = log_decay[:, :, t, :, None].exp() * S + k[:, :, t, :, None] * v[:, :, t, None, :]
-        out.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t], S))  # (B, H, V)
+    for q_t, k_t, v_t, a_t in zip(*(x.unbind(2) for x in (q, k, v, log_decay)), strict=True):
+        S = a_t[..., None].exp() * S + k_t[..., None] * v_t[..., None, :]  # (B, H, K, V)
+        out.append(torch.einsum("bhk,bhkv->bhv", q_t, S))  # (B, H, V)
     return torch.stack(out, dim=2)  # (B, H, L, V)
 
 
@@ -78,9 +78,11 @@ def linear_attention(
     states = (k * (last - b).exp()).mT @ v  # (B, H, n, K, V): each chunk's own contribution
     q_in = q * b.exp()  # (B, H, n, c, K): queries decayed back to the chunk's start
     S = q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1])  # (B, H, K, V)
+    # over chunks by unbind, not x[:, :, i]: the backward of each index op writes a zero tensor
+    # the size of the whole input (quadratic in the chunks); unbind's writes each slice once
     inter = []
-    for i in range(q.shape[2]):
-        inter.append(q_in[:, :, i] @ S)  # (B, H, c, V): the part from earlier chunks
-        S = last[:, :, i, 0, :, None].exp() * S + states[:, :, i]
+    for q_i, last_i, state_i in zip(q_in.unbind(2), last.unbind(2), states.unbind(2), strict=True):
+        inter.append(q_i @ S)  # (B, H, c, V): the part from earlier chunks
+        S = last_i[:, :, 0, :, None].exp() * S + state_i  # (B, H, K, V)
     out = out + torch.stack(inter, dim=2)
     return out.flatten(2, 3)[:, :, :L]  # (B, H, L, V)
