@@ -25,7 +25,7 @@ from ssmbench.ops.scan import (
 # Every fast backend runs every test below against the reference ('cuda' needs a GPU).
 PATHS = ["torch-sequential", "torch-chunked", "cpp"]
 BC_SHAPES = ["(D,N)", "(B,N,L)", "(B,1,N,L)", "(B,2,N,L)"]
-OPTIONS = ["z", "D", "delta_bias", "delta_softplus", "return_last_state"]
+OPTIONS = ["z", "D", "delta_bias", "delta_softplus", "return_last_state", "negative_eigenvalues"]
 
 
 def _asan_runtime() -> Path:
@@ -64,6 +64,7 @@ def make_inputs(bc_shape, options, batch=2, dim=4, n=3, length=11, dtype=torch.f
         "delta_bias": randn(dim) * 0.3 if "delta_bias" in options else None,
         "delta_softplus": softplus,
         "return_last_state": "return_last_state" in options,
+        "negative_eigenvalues": "negative_eigenvalues" in options,
     }
     return args, kwargs
 
@@ -175,6 +176,8 @@ def test_strided_inputs(small_chunks, path):
     assert_all_close(outputs_and_grads(torch_path(path), *strided), expected, rtol=1e-10)
 
 
+# The default transitions (the signed ones are tested at lengths 11 and 70, across chunks)
+EVERY_LENGTH_OPTIONS = [o for o in OPTIONS if o != "negative_eigenvalues"]
 # (batch, dim) where the cpp backward's blocks of channels are 1 wide, and > 1, at 1 and 2 threads
 WIDTHS = {"block-1": (2, 2), "block>1": (1, 16)}
 
@@ -193,7 +196,7 @@ def reference_at(bc_shape: str, width: str, length: int) -> tuple:
     """make_inputs at a width and length, and the reference's outputs and gradients on them
     (computed once: every backend and thread count compares with the same)."""
     batch, dim = WIDTHS[width]
-    args, kwargs = make_inputs(bc_shape, OPTIONS, batch, dim, n=3, length=length)
+    args, kwargs = make_inputs(bc_shape, EVERY_LENGTH_OPTIONS, batch, dim, n=3, length=length)
     return args, kwargs, outputs_and_grads(selective_scan_reference, args, kwargs)
 
 
@@ -343,6 +346,24 @@ def test_reference_matches_closed_form(bc_shape):
     y, h = closed_form(u, delta, A, B, C, kwargs["D"], kwargs["z"])
     torch.testing.assert_close(out, y, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(last, h, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["reference", *PATHS])
+def test_negative_eigenvalues_flip_the_state(path):
+    """With 2 exp(Δ A) - 1 and exp(Δ A) ~ 0 the transition is -1: one impulse then alternates
+    in sign; the default transition exp(Δ A) ~ 0 forgets it at once."""
+    u = torch.zeros(1, 1, 6, dtype=torch.float64)
+    u[..., 0] = 1.0
+    delta, A, B = (
+        torch.ones_like(u),
+        torch.full((1, 1), -60.0, dtype=torch.float64),
+        torch.ones(1, 1),
+    )
+    B = B.double()
+    flipped = selective_scan(u, delta, A, B, B, negative_eigenvalues=True, backend=path)
+    assert flipped.flatten().tolist() == pytest.approx([1, -1, 1, -1, 1, -1])
+    forgets = selective_scan(u, delta, A, B, B, backend=path)
+    assert forgets.flatten().tolist() == pytest.approx([1, 0, 0, 0, 0, 0])
 
 
 def test_reference_backward_is_linear_in_length():

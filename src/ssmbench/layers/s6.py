@@ -8,7 +8,9 @@ Per channel d and state n, with input-dependent step Δ_t, input matrix B_t and 
     y_t = <h_t, C_t> + D x_t
 
 A = -exp(A_log) is diagonal, initialized at S4D-Real (A_n = -(n+1)); b_Δ is set so that
-softplus(b_Δ) is log-uniform in [dt_min, dt_max].
+softplus(b_Δ) is log-uniform in [dt_min, dt_max]. With `negative_eigenvalues` the transition
+exp(Δ_t A) in (0, 1) becomes 2 exp(Δ_t A) - 1 in (-1, 1) (Grazzi et al. 2025): the state can
+flip sign, which parity needs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmbench.layers.marks import NO_WEIGHT_DECAY, mark
 from ssmbench.ops.scan import selective_scan
 
 
@@ -33,9 +36,10 @@ class S6(nn.Module):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_floor: float = 1e-4,
+        negative_eigenvalues: bool = False,
     ) -> None:
         super().__init__()
-        self.d_state = d_state
+        self.d_state, self.negative_eigenvalues = d_state, negative_eigenvalues
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
         self.x_proj = nn.Linear(d_model, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, d_model)
@@ -47,6 +51,7 @@ class S6(nn.Module):
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_model, 1)  # (D, N)
         self.A_log = nn.Parameter(A.log())
         self.D = nn.Parameter(torch.ones(d_model))
+        mark(self, "A_log", "D", **NO_WEIGHT_DECAY)  # as mamba_ssm's Mamba
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, D) -> y (B, L, D)."""
@@ -62,5 +67,6 @@ class S6(nn.Module):
             self.D.float(),
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
+            negative_eigenvalues=self.negative_eigenvalues,
         )  # (B, D, L)
         return y.mT

@@ -5,6 +5,11 @@ Per batch b, channel d and state n, with step Δ = Δ_raw + delta_bias (then sof
     h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t          # ZOH on A, Euler on B, h_{-1} = 0
     y_t = <h_t, C_t> + D u_t,   out_t = y_t * silu(z_t) when z is given
 
+With negative_eigenvalues the transition is 2 exp(Δ_t A) - 1, in (-1, 1) instead of (0, 1)
+(Grazzi et al. 2025, "Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues":
+their Mamba's `deltaA * 2 - 1`), which lets a diagonal state flip sign, as parity needs.
+mamba_ssm's CUDA kernel has no such mode: the 'cuda' backend refuses it.
+
 Shapes: u, delta, z (B, D, L); A (D, N) real; delta_bias, D (D,); B and C each (D, N)
 time-invariant, (B, N, L) input-dependent, or (B, G, N, L) with G groups, channel d reading group
 d // (D // G).
@@ -166,6 +171,7 @@ def selective_scan_reference(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    negative_eigenvalues: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The recurrence of the module docstring, one time step after another (autograd backward)."""
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
@@ -186,6 +192,8 @@ def selective_scan_reference(
     u_ = u.to(dtype)
     B, C = per_channel(B), per_channel(C)
     dA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A.to(dtype)))  # (B, D, L, N)
+    if negative_eigenvalues:
+        dA = 2 * dA - 1
     if B.dim() == 2:
         dBu = torch.einsum("bdl,dn->bdln", delta * u_, B)  # (B, D, L, N)
     else:
@@ -306,12 +314,13 @@ class _Scan(NamedTuple):
     D: torch.Tensor | None
     delta_bias: torch.Tensor | None
     delta_softplus: bool
+    negative: bool  # transitions 2 exp(Δ A) - 1
     chunks: list[slice]
     solve: Callable[[torch.Tensor, torch.Tensor, bool], None]
     workspace: torch.Tensor  # (3, T, B, N, D)
 
     @classmethod
-    def prepare(cls, u, delta, A, B, C, D, z, delta_bias, delta_softplus, path) -> _Scan:
+    def prepare(cls, u, delta, A, B, C, D, z, delta_bias, delta_softplus, negative, path) -> _Scan:
         dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
         batch, dim, length = u.shape
         chunk_size = max(1, CHUNK_ELEMENTS[path] // (batch * A.shape[1] * dim))
@@ -327,6 +336,7 @@ class _Scan(NamedTuple):
             D=None if D is None else D.to(dtype),
             delta_bias=None if delta_bias is None else delta_bias.to(dtype),
             delta_softplus=delta_softplus,
+            negative=negative,
             chunks=[slice(s, s + chunk_size) for s in range(0, length, chunk_size)],
             solve=_SOLVERS[path],
             workspace=u.new_empty(3, min(chunk_size, length), batch, A.shape[1], dim, dtype=dtype),
@@ -341,10 +351,12 @@ class _Scan(NamedTuple):
         return u, dt_raw, dt, dt * u
 
     def states(self, chunk: slice, dt, dtu, h0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decays exp(Δ_t A) and states h_t of one chunk, both (T, B, N, D) in the workspace,
-        from the state h0 (B, N, D) before it."""
+        """Transitions exp(Δ_t A) (or 2 exp(Δ_t A) - 1) and states h_t of one chunk, both
+        (T, B, N, D) in the workspace, from the state h0 (B, N, D) before it."""
         dA, h = self.workspace[0, : len(dt)], self.workspace[1, : len(dt)]
         torch.mul(dt[:, :, None], self.A_T_log2e, out=dA).exp2_()
+        if self.negative:
+            dA.mul_(2).sub_(1)
         _outer(dtu, self.Bs[chunk], out=h)
         h[0].addcmul_(dA[0], h0)
         self.solve(dA, h, False)
@@ -361,8 +373,8 @@ class _SelectiveScanFn(torch.autograd.Function):
     boundary and runs the adjoint recurrence λ_t = g_t C_t + exp(Δ_{t+1} A) λ_{t+1} backwards."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, path):
-        s = _Scan.prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, path)
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, negative, path):
+        s = _Scan.prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, negative, path)
         out = torch.empty_like(s.u, dtype=u.dtype)  # (L, B, D)
         state_shape = s.workspace.shape[2:]  # (B, N, D)
         boundaries = s.workspace.new_empty(len(s.chunks), *state_shape)  # h before each chunk
@@ -375,14 +387,16 @@ class _SelectiveScanFn(torch.autograd.Function):
             out[chunk] = y if z is None else y.mul_(F.silu(s.z[chunk]))
             h_last = h[-1]
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, boundaries)
-        ctx.delta_softplus, ctx.path = delta_softplus, path
+        ctx.delta_softplus, ctx.negative, ctx.path = delta_softplus, negative, path
         return out.permute(1, 2, 0), h_last.transpose(1, 2).contiguous()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out, g_last):
         u, delta, A, B, C, D, z, delta_bias, boundaries = ctx.saved_tensors
-        s = _Scan.prepare(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ctx.path)
+        s = _Scan.prepare(
+            u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ctx.negative, ctx.path
+        )
         g_out = _to_time_major(g_out, s.u.dtype)  # (L, B, D)
         g_u = torch.empty_like(s.u, dtype=u.dtype)  # (L, B, D)
         g_delta = torch.empty_like(s.delta, dtype=delta.dtype)
@@ -421,7 +435,8 @@ class _SelectiveScanFn(torch.autograd.Function):
                     g_X += g_X_chunk.sum((0, 1))
                 else:
                     g_X[chunk] = g_X_chunk
-            q = lam.mul_(dA)  # λ_t exp(Δ_t A) h_{t-1} = dL/d(Δ_t A), in place of λ
+            # λ_t exp(Δ_t A) h_{t-1} = dL/d(Δ_t A), in place of λ (2 exp = transition + 1)
+            q = lam.mul_(dA.add_(1)) if s.negative else lam.mul_(dA)
             q[1:] *= h[:-1]
             q[0] *= h0
             g_dt = torch.mul(q, s.A_T, out=h).sum(2).addcmul_(g_dtu, u_c)  # dL/dΔ (T, B, D)
@@ -442,6 +457,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             None if D is None else g_D.to(D.dtype),
             None if z is None else g_z.permute(1, 2, 0),
             None if delta_bias is None else g_bias.to(delta_bias.dtype),
+            None,
             None,
             None,
         )
@@ -483,6 +499,7 @@ def selective_scan(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    negative_eigenvalues: bool = False,
     backend: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The selective scan of the module docstring on the backend `resolve_backend` picks: out
@@ -492,13 +509,18 @@ def selective_scan(
     if FLOP_OBSERVERS:
         _observe_flops(args)
     if path == "reference":
-        return selective_scan_reference(*args)
+        return selective_scan_reference(*args, negative_eigenvalues)
     if path == "cuda-mamba_ssm":
+        if negative_eigenvalues:
+            raise ValueError(
+                "negative_eigenvalues: mamba_ssm's CUDA scan computes exp(ΔA) only; "
+                "use --scan torch for this model"
+            )
         return _mamba_selective_scan_fn()(*args)
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if path == "cpp":
         dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
-        out, last_state = _fused_scan(*args[:-1], dtype)
+        out, last_state = _fused_scan(*args[:-1], negative_eigenvalues, dtype)
     else:
-        out, last_state = _SelectiveScanFn.apply(*args[:-1], path)
+        out, last_state = _SelectiveScanFn.apply(*args[:-1], negative_eigenvalues, path)
     return (out, last_state) if return_last_state else out

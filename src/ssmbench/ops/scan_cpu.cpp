@@ -37,7 +37,7 @@ struct Layout {  // of B or C, (Bb, G, Lt, N); vary: one row per step (said, not
 struct Shape {  // mirrored by ctypes in scan_fused.py
   int64_t batch, dim, length, n;
   Layout b, c;
-  int64_t block, softplus, has_z, threads;
+  int64_t block, softplus, has_z, negative, threads;  // negative: transitions 2 exp(Δ A) - 1
 };
 
 inline float exp_(float x) {  // exp(r) 2^k, x = k ln 2 + r, |r| <= ln 2 / 2 (Cephes' expf)
@@ -97,6 +97,14 @@ void gates(const Shape& S, const T* z, T* silu, T* d_silu) {
   }
 }
 
+// The transition exp(Δ A), or with `negative` 2 exp(Δ A) - 1 in (-1, 1) (its derivative in Δ A
+// is then 2 exp(Δ A) = transition + 1).
+template <class T>
+inline T transition(bool negative, T x) {
+  const T e = exp_(x);
+  return negative ? T(2) * e - T(1) : e;
+}
+
 // Row t of an (..., L, N) array, or its only row when time-invariant (step 0): base + t * step.
 template <class T>
 struct Rows {
@@ -120,7 +128,8 @@ void parallel(int64_t items, int64_t threads, F item) {
   for (int64_t i = 0; i < items; ++i) item(i, omp_get_thread_num());
 }
 
-// out_t = (<h_t, C_t> + D u_t) silu(z_t), h_t = exp(Δ_t A) h_{t-1} + Δ_t u_t B_t, for one (b, d).
+// out_t = (<h_t, C_t> + D u_t) silu(z_t), h_t = a_t h_{t-1} + Δ_t u_t B_t with the transition
+// a_t = transition(Δ_t A), for one (b, d).
 template <class T, int64_t NS>  // NS: N when known at compile time, else 0
 void forward_item(const Shape& S, const Args<T>& a, int64_t b, int64_t d, T* buf) {
   const int64_t L = S.length, n = NS ? NS : S.n, bd = b * S.dim + d;
@@ -133,7 +142,7 @@ void forward_item(const Shape& S, const Args<T>& a, int64_t b, int64_t d, T* buf
   T *__restrict out = a.out + bd * L, *__restrict starts = a.starts + bd * chunks * n;
   const Rows<const T> B_rows = bc_rows(S, a.Bx, S.b, b, d);
   const Rows<const T> C_rows = bc_rows(S, a.Cx, S.c, b, d);
-  const bool has_z = S.has_z;
+  const bool has_z = S.has_z, negative = S.negative;
   const T Dd = a.Dv[d];
   std::fill(h, h + n, T(0));
   for (int64_t t = 0; t < L; ++t) {
@@ -143,7 +152,7 @@ void forward_item(const Shape& S, const Args<T>& a, int64_t b, int64_t d, T* buf
     T y = Dd * u[t];
 #pragma GCC ivdep
     for (int64_t k = 0; k < n; ++k) {
-      h[k] = exp_(dtv * Ad[k]) * h[k] + dtu * Bt[k];
+      h[k] = transition(negative, dtv * Ad[k]) * h[k] + dtu * Bt[k];
       y += h[k] * Ct[k];
     }
     if (has_z) a.y[bd * L + t] = y;
@@ -167,6 +176,7 @@ void recompute_chunk(const Shape& S, const Args<T>& a, int64_t b, int64_t d, int
   const int64_t n = NS ? NS : S.n;
   const T *__restrict u = a.u + (b * S.dim + d) * S.length, *__restrict Ad = a.A + d * n;
   const Rows<const T> B_rows = bc_rows(S, a.Bx, S.b, b, d);
+  const bool negative = S.negative;
   for (int64_t s = 0; s < t1 - t0; ++s) {
     const int64_t t = t0 + s;
     const T* __restrict Bt = B_rows[t];
@@ -174,7 +184,7 @@ void recompute_chunk(const Shape& S, const Args<T>& a, int64_t b, int64_t d, int
     T *__restrict dA_s = dA + s * n, *__restrict prev = hs + s * n, *__restrict h = prev + n;
 #pragma GCC ivdep
     for (int64_t k = 0; k < n; ++k) {
-      dA_s[k] = exp_(dtv * Ad[k]);
+      dA_s[k] = transition(negative, dtv * Ad[k]);
       h[k] = dA_s[k] * prev[k] + dtu * Bt[k];
     }
   }
@@ -201,6 +211,7 @@ void adjoint_chunk(const Shape& S, const Args<T>& a, int64_t b, int64_t d, int64
                                          : Rows<T>{a.g_Bx + bd * n, 0};
   const Rows<T> g_C_rows = S.c.vary ? Rows<T>{a.g_Cx + (b * blocks + blk) * L * n, n}
                                          : Rows<T>{a.g_Cx + bd * n, 0};
+  const T slope = S.negative ? T(1) : T(0);  // d transition / d(Δ A) = transition + slope
   for (int64_t s = t1 - t0 - 1; s >= 0; --s) {
     const int64_t t = t0 + s;
     const T *__restrict Bt = B_rows[t], *__restrict Ct = C_rows[t];
@@ -211,7 +222,7 @@ void adjoint_chunk(const Shape& S, const Args<T>& a, int64_t b, int64_t d, int64
 #pragma GCC ivdep
     for (int64_t k = 0; k < n; ++k) {
       const T lam_k = lam[k] + g * Ct[k];  // λ_t
-      const T q = lam_k * dA_s[k] * prev[k];  // dL/d(Δ_t A_dk)
+      const T q = lam_k * (dA_s[k] + slope) * prev[k];  // dL/d(Δ_t A_dk)
       g_dt += q * Ad[k];
       g_dtu += lam_k * Bt[k];
       g_A_d[k] += q * dtv;

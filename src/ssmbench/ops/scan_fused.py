@@ -78,7 +78,8 @@ class _Layout(ctypes.Structure):  # scan_cpu.cpp's Layout, of B or C
 class _Shape(ctypes.Structure):  # scan_cpu.cpp's Shape
     _fields_ = [(name, ctypes.c_int64) for name in ("batch", "dim", "length", "n")]
     _fields_ += [("b", _Layout), ("c", _Layout)]
-    _fields_ += [(name, ctypes.c_int64) for name in ("block", "softplus", "has_z", "threads")]
+    flags = ("block", "softplus", "has_z", "negative", "threads")
+    _fields_ += [(name, ctypes.c_int64) for name in flags]
 
 
 class _Args(ctypes.Structure):  # scan_cpu.cpp's Args: data pointers, inputs then outputs
@@ -182,12 +183,12 @@ def _call(direction: str, shape: _Shape, dtype: torch.dtype, **arrays: np.ndarra
     getattr(_library(), f"scan_{direction}_{suffix}")(ctypes.byref(shape), ctypes.byref(pointers))
 
 
-def _shape(inputs: dict[str, np.ndarray], B, C, block, softplus, has_z) -> _Shape:
+def _shape(inputs: dict[str, np.ndarray], B, C, block, softplus, has_z, negative) -> _Shape:
     """The kernels' Shape for inputs["u"] (B, D, L) and inputs["Bx"], ["Cx"] (Bb, G, Lt, padded
     N), B and C as given (time-varying unless (D, N): said, as Lt is 1 either way at L = 1)."""
     (batch, dim, length), n = inputs["u"].shape, inputs["Bx"].shape[-1]
     b, c = (_Layout(*inputs[k].shape[:3], X.dim() > 2) for k, X in (("Bx", B), ("Cx", C)))
-    flags = (block, softplus, has_z, torch.get_num_threads())
+    flags = (block, softplus, has_z, negative, torch.get_num_threads())
     return _Shape(batch, dim, length, n, b, c, *flags)
 
 
@@ -258,7 +259,7 @@ class FusedScanFn(torch.autograd.Function):
     """selective_scan on the fused kernels; saves the inputs and one state per chunk."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, dtype):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, negative, dtype):
         (batch, dim, length), n = u.shape, _padded(A.shape[1])
         out = torch.empty(batch, dim, length, dtype=dtype)
         starts = torch.empty(batch, dim, -(-length // CHUNK), n, dtype=dtype)
@@ -267,11 +268,11 @@ class FusedScanFn(torch.autograd.Function):
             torch.empty(batch, dim, length, dtype=dtype) if z is not None else last
         )  # before the gate
         inputs = _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype)
-        shape = _shape(inputs, B, C, 1, delta_softplus, z is not None)
+        shape = _shape(inputs, B, C, 1, delta_softplus, z is not None, negative)
         outputs = dict(out=out.numpy(), y=y.numpy(), starts=starts.numpy(), last=last.numpy())
         _call("forward", shape, dtype, **inputs, **outputs)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts, y)
-        ctx.delta_softplus, ctx.dtype = delta_softplus, dtype
+        ctx.delta_softplus, ctx.negative, ctx.dtype = delta_softplus, negative, dtype
         return out.to(u.dtype), last[..., : A.shape[1]]
 
     @staticmethod
@@ -292,7 +293,7 @@ class FusedScanFn(torch.autograd.Function):
         g_A, g_D, g_bias = empty(batch, dim, n), empty(batch, dim), empty(batch, dim)
         inputs = _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype)
         has_z = z is not None
-        shape = _shape(inputs, B, C, block, ctx.delta_softplus, has_z)
+        shape = _shape(inputs, B, C, block, ctx.delta_softplus, has_z, ctx.negative)
         cotangents = dict(g_out=_array(g_out, dtype), g_last=_pad_states(g_last, dtype))
         saved = dict(starts=starts.numpy(), y=y.numpy())
         grads = dict(g_u=g_u, g_delta=g_delta, g_z=g_z, g_Bx=g_B, g_Cx=g_C, g_A=g_A, g_D=g_D)
@@ -308,6 +309,7 @@ class FusedScanFn(torch.autograd.Function):
             None if D is None else g_D.sum(0).to(D.dtype),
             None if z is None else g_z.to(z.dtype),
             None if delta_bias is None else g_bias.sum(0).to(delta_bias.dtype),
+            None,
             None,
             None,
         )
