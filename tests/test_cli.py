@@ -103,10 +103,17 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
-def yaml_file(tmp_path: Path, text: str) -> str:
+def yaml_file(tmp_path: Path, text: str | bytes) -> str:
     path = tmp_path / "config.yaml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return str(path)
+
+
+ALIAS_BOMB = "".join(  # 413 bytes that stand for 9^9 values
+    [f"a0: &a0 [{','.join('x' * 9)}]\n"]
+    + [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)]
+    + ["description: *a8\n"]
+)
 
 
 BAD = {
@@ -128,6 +135,18 @@ BAD = {
     "unknown yaml key": ("train:\n  learning_rate: 0.1\n", "train.learning_rate: unknown key"),
     "malformed yaml": ("train: [lr: 0.1\n", "not valid YAML"),
     "yaml not a mapping": ("- 1\n- 2\n", "must hold a mapping"),
+    "empty config": ("", "config.yaml is empty"),
+    "only comments": ("# nothing yet\n", "config.yaml is empty"),
+    "/dev/null config": (["--config", "/dev/null"], "config file /dev/null is empty"),
+    "key given twice": (
+        "seeds: [0]\ntrain:\n  lr: 0.1\nseeds: [1]\n",
+        "key 'seeds' is given twice, at lines 1 and 4",
+    ),
+    "nested key given twice": ("train:\n  lr: 0.1\n  lr: 0.2\n", "'lr' is given twice"),
+    "5,000 levels deep": ("x: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 50 levels"),
+    "not utf-8": (b"seeds: [0]\ndescription: caf\xe9\n", "not UTF-8 text (byte 0xe9 at line 2)"),
+    "alias bomb": (ALIAS_BOMB, "expand to more than 100,000 values"),
+    "alias of itself": ("a: &a [1, *a]\n", "refers to itself"),
     "missing config file": (["--config", "/nonexistent/ssmbench.yaml"], "cannot read config"),
     "unknown option": (["--learning-rate", "3"], "unrecognized arguments"),
     "cuda without cuda": (["--device", "cuda"], "--device cuda"),
@@ -146,7 +165,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     case, existing, tmp_path, capsys, monkeypatch
 ):
     args, expected = BAD[case]
-    if isinstance(args, str):
+    if isinstance(args, str | bytes):
         args = ["--config", yaml_file(tmp_path, args)]
     fresh = tmp_path / "fresh"
     monkeypatch.chdir(tmp_path)

@@ -557,3 +557,51 @@ def test_non_finite_numbers_in_an_old_store_never_crash_export(finished, capsys)
     assert "--format csv" in line
     assert main(["export", str(finished), "--format", "csv"]) == 0
     assert snapshot(finished) == before
+
+
+def exit_code(argv: list[str]) -> int:
+    """main's exit code, argparse's refusals (SystemExit) included."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_an_alias_bomb_is_refused_at_once_without_echoing_its_expansion(tmp_path, capsys):
+    import time
+
+    from test_cli import ALIAS_BOMB
+
+    (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
+    started = time.perf_counter()
+    code = main([*SMOKE, "--config", str(tmp_path / "bomb.yaml"), "--out", str(tmp_path / "o")])
+    assert time.perf_counter() - started < 0.5
+    line = one_line(capsys, 2, code)
+    assert "expand to more than 100,000 values" in line and len(line) < 400, line
+    args = ["--task-param", f"n_tokens={ALIAS_BOMB}"]  # the same through a command-line value
+    line = one_line(capsys, 2, exit_code([*SMOKE, *args, "--out", str(tmp_path / "o")]))
+    assert "expand to more than" in line and not (tmp_path / "o").exists()
+
+
+LONG = "x" * 200_000
+ECHOED = {  # a user's value of 200,000 characters, where each kind of message echoes it
+    "model name": (["--models", LONG], "unknown model xxx"),
+    "yaml value": ("eval_lengths: [" + LONG + "]\n", "eval_lengths.0"),
+    "yaml key": ("? " + LONG + "\n: 1\n", "unknown key"),
+    "preset in yaml": ("preset: " + LONG + "\n", "unknown preset"),
+    "task parameter": (["--task-param", f"{LONG}=1"], "selective-copy"),
+    "comma list": (["--lengths", LONG], "comma-separated integers"),
+    "choice": (["--scan", LONG], "invalid choice"),
+    "plugin": (["--plugins", LONG], "cannot import plugin"),
+}
+
+
+@pytest.mark.parametrize("case", list(ECHOED))
+def test_errors_clip_what_they_echo_and_say_how_much(case, tmp_path, capsys):
+    args, expected = ECHOED[case]
+    if isinstance(args, str):
+        (tmp_path / "long.yaml").write_text(args)
+        args = ["--config", str(tmp_path / "long.yaml")]
+    line = one_line(capsys, 2, exit_code([*SMOKE, *args, "--out", str(tmp_path / "o")]))
+    assert expected in line and "more characters)" in line and len(line) < 2_200, line[:3000]
+    assert not (tmp_path / "o").exists()

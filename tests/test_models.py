@@ -55,6 +55,32 @@ def check_causal(name: str) -> None:
     assert (a[:, t + 1 :] - b[:, t + 1 :]).abs().max() > 1e-3 * scale, "later inputs matter"
 
 
+def check_float64(name: str) -> None:
+    """Built in float64, the model computes in float64, forward and backward, at lengths 1 and 2
+    (one-step generation; the fused scan's time-varying B and C have one row there) and 37."""
+    model = small(name).double().train()
+    for length in (1, 2, 37):
+        logits = model(torch.randint(0, V, (2, length)))
+        assert logits.dtype == torch.float64, f"L = {length}: {logits.dtype}"
+        model.zero_grad()
+        logits.logsumexp(-1).mean().backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(g.dtype == torch.float64 and torch.isfinite(g).all() for g in grads)
+
+
+def check_prefix_consistent(name: str) -> None:
+    """In float64, the logits of a prefix alone equal those of the same prefix inside a longer
+    input (1e-10 of their scale): nothing a model computes depends on how many positions follow."""
+    model = small(name).double()
+    tokens = torch.randint(0, V, (2, 41))
+    with torch.no_grad():
+        full = model(tokens)  # (2, 41, V)
+        for length in (1, 2, 17, 33):
+            prefix = model(tokens[:, :length])
+            error = (prefix - full[:, :length]).abs().max().item()
+            assert error <= 1e-10 * full.abs().max().item(), f"L = {length}: off by {error:.3g}"
+
+
 def check_deterministic(name: str) -> None:
     """The same seed builds the same model; the same input gives the same output."""
     tokens = torch.randint(0, V, (2, 19))
@@ -72,11 +98,33 @@ def check_facts(name: str) -> None:
     assert spec.state(64, 16, 256) >= facts["state_size"], "state never shrinks with length"
 
 
-CHECKS = [check_shapes_and_gradients, check_causal, check_deterministic, check_facts]
+CHECKS = [
+    check_shapes_and_gradients,
+    check_causal,
+    check_float64,
+    check_prefix_consistent,
+    check_deterministic,
+    check_facts,
+]
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
-@pytest.mark.parametrize("name", names())
+# Hyena's implicit filter is still built for the input's length (issue 17, point 2): strict, so
+# the fix turns these into failures to remove from here
+LENGTH_DEPENDENT = {"hyena", "mamba-hyena", "h3-hyena", "baseconv"}
+
+
+def _case(name: str, check) -> object:
+    if check is check_prefix_consistent and name in LENGTH_DEPENDENT:
+        reason = "the Hyena filter depends on the total length (issue 17.2)"
+        return pytest.param(name, check, marks=pytest.mark.xfail(strict=True, reason=reason))
+    return pytest.param(name, check)
+
+
+@pytest.mark.parametrize(
+    "name, check",
+    [_case(name, check) for name in names() for check in CHECKS],
+    ids=[f"{name}-{c.__name__.removeprefix('check_')}" for name in names() for c in CHECKS],
+)
 def test_every_registered_model(name, check):
     check(name)
 

@@ -28,6 +28,11 @@ TINY = {  # (length, parameters): each task small enough to train a few steps in
     "noisy-in-context-recall": (16, {"train_examples": 64}),
     "memorization": (16, {"vocab_size": 32, "train_examples": 32}),
     "compression": (8, {"train_examples": 64}),
+    "parity": (16, {"train_lengths": "3-16", "test_lengths": "16-32"}),
+    "modular-arithmetic": (16, {"train_lengths": "3-16", "test_lengths": "16-32"}),
+    "word-problem": (8, {"group": "S3"}),
+    "cumulative-parity": (16, {}),
+    "majority": (16, {}),
 }
 
 

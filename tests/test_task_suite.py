@@ -23,6 +23,11 @@ SMALL = {
     "noisy-in-context-recall": {"seq_len": 32},
     "memorization": {"seq_len": 16, "vocab_size": 32, "train_examples": 64},
     "compression": {"seq_len": 16, "vocab_size": 8},
+    "parity": {"seq_len": 16, "train_lengths": "3-16", "test_lengths": "16-32"},
+    "modular-arithmetic": {"seq_len": 16, "brackets": True, "train_lengths": "3-16"},
+    "word-problem": {"seq_len": 16, "group": "S3"},
+    "cumulative-parity": {"seq_len": 16},
+    "majority": {"seq_len": 16},  # 15 bits: no ties
 }
 
 
@@ -36,7 +41,7 @@ def small(name: str, **update) -> tasks.Task:
 
 def test_every_registered_task_has_a_small_size():
     assert set(SMALL) == set(tasks.names())
-    assert len(tasks.names()) >= 9
+    assert len(tasks.names()) >= 14
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -190,6 +195,11 @@ CHANCE = {  # accuracy of a constant prediction of an answer token: 1 / answer a
     "noisy-in-context-recall": 1 / 8,
     "memorization": 1 / 15,
     "compression": 15 / 16 / 7,
+    "parity": 1 / 2,
+    "modular-arithmetic": 1 / 5,
+    "word-problem": 1 / 6,
+    "cumulative-parity": 1 / 2,
+    "majority": 1 / 2,
 }
 
 
@@ -213,6 +223,11 @@ ALPHABETS = {  # scored labels are uniform over these tokens
     "fuzzy-in-context-recall": range(7, 15),
     "noisy-in-context-recall": range(8, 16),
     "memorization": None,  # the image of the fixed map: 15 of the 16 value tokens
+    "parity": range(1, 3),
+    "modular-arithmetic": range(0, 5),
+    "word-problem": range(0, 6),
+    "cumulative-parity": range(0, 2),
+    "majority": range(0, 2),
 }
 
 

@@ -1,7 +1,8 @@
 """The `ssmbench` command: run, bench, report, export, models, presets.
 
 Every bad input is caught here, at the edge, before anything is written: it exits with code 2
-and one line on standard error that says what is wrong.
+and one line on standard error that says what is wrong (at most LINE_LIMIT characters of it:
+values echoed from the user's input may be megabytes).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from ssmbench import runtime  # noqa: F401  first: sets OpenMP up before torch loads
-from ssmbench.experiment.config import PRESETS, ConfigError
+from ssmbench.experiment.config import PRESETS, ConfigError, clip, parse_yaml, shown
+from ssmbench.files import ForeignFile, OutputError
 from ssmbench.ops.scan import BACKENDS
 
 EXIT_CODES = """exit codes:
@@ -25,7 +25,15 @@ EXIT_CODES = """exit codes:
   1    a cell failed, diverged or ran out of memory (the store and report are still written),
        or the output could not be written (closed pipe, full disk)
   2    bad input: nothing was started; one line on stderr says what to fix
-  130  interrupted (Ctrl-C): rerun the same command to resume"""
+  130  interrupted (Ctrl-C, or SIGTERM as schedulers send): rerun the same command to resume"""
+
+LINE_LIMIT = 2_000  # characters of an error line: the user's values in it are clipped before
+BAD_INPUT = (ConfigError, ForeignFile)  # exit 2 once the run has started: nothing written yet
+
+
+def _error(message: str) -> None:
+    """Print the one line of an error on stderr."""
+    print(f"ssmbench: error: {clip(message, LINE_LIMIT)}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +42,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ssmbench: error: {message} (see `{self.prog} --help`)\n")
+        _error(f"{clip(message)} (see `{self.prog} --help`)")
+        self.exit(2)
 
 
 class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -64,7 +73,7 @@ def _list_of(kind: Callable[[str], Any], what: str) -> Callable[[str], list[Any]
             return [kind(item.strip()) for item in text.split(",") if item.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated {what}, got {text!r}"
+                f"expected comma-separated {what}, got {shown(text)}"
             ) from None
 
     return parse
@@ -74,11 +83,11 @@ def _key_value(text: str) -> tuple[str, Any]:
     """KEY=VALUE with VALUE read as YAML (16 -> int, 0.2 -> float, true -> bool)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {shown(text)}")
     try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}") from None
+        return key.strip(), parse_yaml(value, f"the value of {shown(key.strip())}")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -311,6 +320,7 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
     from ssmbench.experiment.sweep import (
         check_compatible,
         check_not_a_checkout,
+        check_own_files,
         check_writable,
     )
 
@@ -324,6 +334,7 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
     out = args.out or Path("runs") / config.preset
     check_writable(out)
     check_not_a_checkout(out, args.force)
+    check_own_files(out)
     check_compatible(config, out, args.force)
     return config, out
 
@@ -354,13 +365,13 @@ def _run(args: argparse.Namespace, config: Any, out: Path) -> int:
 
     try:
         run_sweep(config, out, force=args.force, wait=args.wait, log_every=args.log_every)
-    except ConfigError as e:  # e.g. another run holds the folder
-        print(f"ssmbench: error: {e}", file=sys.stderr)
+        report = _write_report(_store_at(out))
+    except BAD_INPUT as e:  # another run holds the folder, a link stands where a file belongs
+        _error(str(e))
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: checkpoints saved, workers stopped
         print(f"interrupted: rerun the same command to resume into {out}", file=sys.stderr)
         return 130
-    report = _write_report(_store_at(out))
     print(f"report: {report}")
     unfinished = unfinished_cells(config, out)
     if unfinished:
@@ -402,19 +413,22 @@ def _write_out(args: argparse.Namespace, store: Any) -> int:
             try:
                 text = export(store.rows(), args.format, store.costs(), summary=args.summary)
             except ValueError as e:  # e.g. a non-finite number, which JSON cannot hold
-                print(f"ssmbench: error: cannot export {args.out} as {args.format}: {e}; "
-                      "try --format csv", file=sys.stderr)  # fmt: skip
+                _error(f"cannot export {args.out} as {args.format}: {e}; try --format csv")
                 return 2
         sys.stdout.write(text)
         return 0
     to = args.to or args.out
+    hint = "choose another --to" if args.to else "add --to DIR to write it elsewhere"
     try:
         path = _write_report(store, to)
+    except ForeignFile as e:
+        _error(f"{e}; or {hint}")
+        return 2
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        hint = "choose another --to" if args.to else "add --to DIR to write it elsewhere"
-        print(f"ssmbench: error: cannot write in {to} ({e.strerror}): {hint}", file=sys.stderr)
+        reason = os.strerror(e.errno)
+        _error(f"cannot write in {to} ({reason}): {hint}")
         return 2
     print(f"report: {path}")
     return 0
@@ -508,7 +522,8 @@ def _tasks() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; an unwritable output (closed pipe, full disk) ends with one line, code 1."""
+    """Run a command; an unwritable output (closed pipe, full disk) ends with one line, code 1:
+    the file, the reason and the space left (OutputError), else where and why."""
     try:
         code = _main(argv)
         sys.stdout.flush()  # a full disk or a closed pipe shows here, not at interpreter exit
@@ -516,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # EPIPE, ENOSPC, EIO, EDQUOT...: the results in the store are safe
         _silence_stdout()
         where = e.filename or "standard output"
-        print(f"ssmbench: error: {where}: {e.strerror or e}", file=sys.stderr)
+        _error(str(e) if isinstance(e, OutputError) else f"{where}: {e.strerror or e}")
         return 1
 
 
@@ -539,7 +554,7 @@ def _main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             validate_bench_args(args)
     except (ConfigError, ValueError) as e:
-        print(f"ssmbench: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
 
     if args.command == "models":

@@ -2,14 +2,21 @@
 model and input shape (`measure_cell`), and describe the environment.
 
 Neither raises for a failure of the job itself: it returns the outcome as a status
-(done / diverged / oom / failed) with the error text, so one bad cell cannot stop a sweep.
+(done / diverged / oom / failed) with the error text, so one bad cell cannot stop a sweep. A job
+stopped by its output (a full disk, a link where its checkpoint belongs) has no outcome: it is
+returned as still `running`, which the sweep stops on and a rerun retries.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
+import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,13 +31,34 @@ from ssmbench.experiment.train import (
     Progress,
     as_compile_failure,
     build_model,
+    describe_groups,
+    make_optimizer,
     train,
 )
+from ssmbench.files import ForeignFile, OutputError, cannot_write, own_folder
 from ssmbench.models import get
 from ssmbench.models.kernels import recorded_backends
 from ssmbench.ops.scan import set_default_backend
 
 CHECKPOINTS = "checkpoints"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """While the block runs, SIGTERM (a scheduler's preemption, `timeout`, `kill`) raises
+    KeyboardInterrupt as SIGINT does, so the sweep's driver and its workers stop the one way
+    Ctrl-C stops them: checkpoint saved, workers stopped, lock released, resumable. Outside the
+    main thread signals are not ours to set, and the block runs as it is."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def checkpoint_path(out_dir: Path, cell_id: str) -> Path:
@@ -68,8 +96,26 @@ def _describe(cell: CellConfig, model: torch.nn.Module, device: torch.device) ->
     }
 
 
+def _unwritten(error: BaseException) -> CellResult | None:
+    """A job stopped because its output could not be written (full disk or quota anywhere, an
+    OutputError, a ForeignFile): no outcome of the cell, which stays `running` for the next run
+    to retry; the error is the one line the sweep stops with. None for every other error."""
+    if isinstance(error, ForeignFile):
+        return CellResult(Status.RUNNING, error=str(error))
+    if isinstance(error, OutputError) or (
+        isinstance(error, OSError) and error.errno in _DISK_FULL
+    ):  # without a file name: most likely a temporary file (compiler caches)
+        where = error.filename or tempfile.gettempdir()
+        return CellResult(Status.RUNNING, error=str(cannot_write(error, where)))
+    return None
+
+
 def _failure(error: BaseException, curve: list[dict[str, float]]) -> CellResult:
-    """A failed cell's outcome: diverged, out of memory, or failed with the end of its traceback."""
+    """A failed cell's outcome: diverged, out of memory, or failed with the end of its traceback;
+    a job its output stopped is not failed (`_unwritten`)."""
+    unwritten = _unwritten(error)
+    if unwritten is not None:
+        return unwritten
     if isinstance(error, Diverged):
         return CellResult(Status.DIVERGED, error=str(error), curve=curve)
     compile_failure = as_compile_failure(error)
@@ -92,10 +138,10 @@ def run_cell(
     """Train one cell (resuming from its checkpoint) and score it; its cost is measured apart.
     `compile_backend` is torch.compile's backend when the cell asks to compile."""
     checkpoint = checkpoint_path(out_dir, cell.id)
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     curve: list[dict[str, float]] = []
     started_at = time.time()
     try:
+        own_folder(checkpoint.parent)
         device = _prepare(cell)
         model, outcome = train(cell, device, checkpoint, on_progress, compile_backend)
         curve = outcome.curve
@@ -111,6 +157,7 @@ def run_cell(
             "compile_s": outcome.compile_s,
             **_describe(cell, model, device),
             "task_key": cell.task.key,
+            "optimizer_groups": describe_groups(make_optimizer(model, cell.train)),
             **by_length_metrics(outcome.by_length),
             "started_at": started_at,
             "ended_at": time.time(),

@@ -44,13 +44,29 @@ class ConfigError(ValueError):
     """A bad configuration: the message is one line that says what is wrong and how to fix it."""
 
 
+ECHO_LIMIT = 300  # characters of a user's value an error message shows
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to `limit` characters, saying how many were cut: what a message shows of a
+    value the user gave, which may be megabytes."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def shown(value: Any) -> str:
+    """A user's value as an error message shows it: its repr, clipped."""
+    return clip(repr(value))
+
+
 INT64 = (-(2**63), 2**63 - 1)  # what the store (SQLite INTEGER) and torch can hold
 
 
 def _check_int64(value: Any) -> None:
     if isinstance(value, int) and not isinstance(value, bool):
         if not INT64[0] <= value <= INT64[1]:
-            raise ValueError(f"{value} does not fit in a 64-bit integer (|x| < 2**63)")
+            raise ValueError(f"{clip(str(value))} does not fit in a 64-bit integer (|x| < 2**63)")
     elif isinstance(value, list | tuple):
         for item in value:
             _check_int64(item)
@@ -95,6 +111,14 @@ class TrainConfig(_Strict):
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
+    # which parameters get which lr and decay (train.param_groups): upstream = each layer's marks
+    # (layers/marks.py), uniform = one group, mad = mad-lab's (no decay on biases, norms, marks)
+    param_groups: Literal["upstream", "uniform", "mad"] = "upstream"
+    # lr after warm-up: constant, or cosine from lr to min_lr over max_steps, changed every step
+    # or, with schedule_epochs, once per epoch of max_steps / schedule_epochs steps
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr: float = Field(0.0, ge=0)
+    schedule_epochs: PositiveInt | None = None
     grad_clip: float | None = Field(None, gt=0)
     eval_every: PositiveInt = 100
     patience: PositiveInt | None = 5_000
@@ -104,6 +128,15 @@ class TrainConfig(_Strict):
     val_size: PositiveInt = 1_024
     test_size: PositiveInt = 1_024
     length_test_size: PositiveInt | None = None  # test set at other lengths (None: test_size)
+
+    @model_validator(mode="after")
+    def _epochs_fit(self) -> TrainConfig:
+        if self.schedule_epochs is not None and self.schedule_epochs > self.max_steps:
+            raise ValueError(
+                f"schedule_epochs ({self.schedule_epochs}) exceeds max_steps ({self.max_steps}): "
+                "an epoch needs at least one step"
+            )
+        return self
 
 
 class MeasureConfig(_Strict):
@@ -133,7 +166,9 @@ class _Cell(_Strict):
             try:
                 importlib.import_module(module)
             except Exception as e:  # noqa: BLE001 - report any import failure in one line
-                raise ValueError(f"cannot import plugin module {module!r}: {e}") from None
+                raise ValueError(
+                    f"cannot import plugin module {shown(module)}: {clip(str(e))}"
+                ) from None
         return plugins
 
 
@@ -242,7 +277,7 @@ class SweepConfig(_Cell):
         unknown = [m for m in models if m not in model_names()]
         if unknown:
             raise ValueError(
-                f"unknown model {', '.join(unknown)}; choose from {', '.join(model_names())}"
+                f"unknown model {clip(', '.join(unknown))}; choose from {', '.join(model_names())}"
             )
         return models
 
@@ -251,7 +286,7 @@ class SweepConfig(_Cell):
     def _seed_range(cls, seeds: list[int]) -> list[int]:
         bad = [s for s in seeds if not 0 <= s < MAX_TRAIN_SEED]
         if bad:
-            raise ValueError(f"seeds must be in [0, 2**40), got {bad}")
+            raise ValueError(f"seeds must be in [0, 2**40), got {shown(bad)}")
         return seeds
 
     @model_validator(mode="after")
@@ -274,7 +309,9 @@ class SweepConfig(_Cell):
                 try:
                     task.build(length)
                 except ValueError as e:
-                    raise ValueError(f"length {length} does not fit the task: {e}") from None
+                    raise ValueError(
+                        f"length {length} does not fit the task: {clip(str(e))}"
+                    ) from None
             for length in lengths:
                 if (task.key, length) in seen:
                     raise ValueError(f"tasks: {task.key} at L={length} is listed twice; drop one")
@@ -352,6 +389,139 @@ class SweepConfig(_Cell):
         return json.dumps(shared, sort_keys=True)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few keys; more is the wrong file (or /dev/zero)
+MAX_YAML_DEPTH = 50  # nesting; presets need 5
+MAX_YAML_VALUES = 100_000  # values after aliases are expanded; presets hold under 1,000
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that parses but is refused: a key given twice, too deep, aliases expanding too far."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand past MAX_YAML_VALUES values or MAX_YAML_DEPTH
+    levels, or refer to what holds them (`a: &a [*a]`): 381 bytes of nested aliases stand for
+    9^9 values. Each distinct node is counted once (iteratively), in time linear in the file."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once expanded
+    open_ids: set[int] = set()  # the nodes being expanded: the path from the root
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        key = id(node)
+        if not expanded:
+            if key in open_ids:
+                raise _Refused(f"the alias at line {node.start_mark.line + 1} refers to itself")
+            if key not in sizes:
+                open_ids.add(key)
+                stack.append((node, True))
+                stack.extend((child, False) for child in _children(node))
+            continue
+        open_ids.discard(key)
+        below = [sizes[id(child)] for child in _children(node)]
+        size = 1 + sum(n for n, _ in below)
+        depth = 1 + max((d for _, d in below), default=0)
+        if size > MAX_YAML_VALUES or depth > MAX_YAML_DEPTH:
+            raise _Refused(
+                f"the aliases from line {node.start_mark.line + 1} expand to more than "
+                f"{MAX_YAML_VALUES:,} values or {MAX_YAML_DEPTH} levels; write the values out"
+            )
+        sizes[key] = (size, depth)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what it lets through: a key given twice in one mapping
+    (YAML 1.2 says keys are unique; PyYAML keeps the last), nesting deeper than MAX_YAML_DEPTH
+    (its composer recurses: 5,000 levels end in RecursionError) and alias bombs."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _Refused(f"values nested more than {MAX_YAML_DEPTH} levels deep at line "
+                               f"{line}; a config needs a few levels")  # fmt: skip
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue  # `<<` merges: its keys may be overridden, as YAML says
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in seen:
+                raise _Refused(f"key {shown(key)} is given twice, at lines {seen[key]} and "
+                               f"{line} (YAML keys are unique); keep one")  # fmt: skip
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return self.construct_document(node)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """The value YAML `text` holds, read strictly (_StrictLoader); ConfigError naming `source`
+    (e.g. "config file F") and the line when it cannot be read."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except _Refused as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None)
+        raise ConfigError(
+            f"{source} is not valid YAML{where}" + (f": {clip(problem)}" if problem else "")
+        ) from None
+    except ValueError as e:  # a value YAML reads but Python will not (a 5,000-digit integer)
+        raise ConfigError(f"{source}: {clip(str(e))}") from None
+
+
+def _read_text(path: Path) -> str:
+    """The config file's text: UTF-8, at most MAX_CONFIG_BYTES, not empty (ConfigError)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; "
+                          "a config is a few keys: is it the right file?")  # fmt: skip
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{data[e.start]:02x} "
+                          f"at line {line}); save it as UTF-8") from None  # fmt: skip
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a config file holds; ConfigError if it is empty, unreadable or not one."""
+    source = f"config file {path}"
+    data = parse_yaml(_read_text(path), source)
+    if data is None:
+        raise ConfigError(f"{source} is empty; give the keys to change (e.g. `preset: smoke`), "
+                          "or leave out --config")  # fmt: skip
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
 PRESET_DIR = importlib.resources.files("ssmbench") / "presets"
 
 
@@ -360,7 +530,9 @@ def _read_presets() -> dict[str, dict[str, Any]]:
     found = {}
     for entry in sorted(PRESET_DIR.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            found[entry.name.removesuffix(".yaml")] = yaml.safe_load(entry.read_text())
+            found[entry.name.removesuffix(".yaml")] = parse_yaml(
+                entry.read_text(), f"preset file {entry.name}"
+            )
     return found
 
 
@@ -388,28 +560,8 @@ def _one_line(error: ValidationError, source: str) -> str:
         message = "unknown key"
     value = first.get("input")
     quiet = first["type"] in ("missing", "value_error") or isinstance(value, dict)
-    shown = "" if quiet else f" (got {value!r})"
-    return f"{source}: {where}: {message}{shown}"
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping of keys, not {type(data).__name__}"
-        )
-    return data
+    got = "" if quiet else f" (got {shown(value)})"
+    return f"{clip(source)}: {clip(where)}: {message}{got}"
 
 
 def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -426,16 +578,18 @@ def _choose_preset(asked: str | None, file: Path | None, in_file: Any) -> str:
     """The preset to start from: the one asked for, else the YAML file's `preset:`, else quick."""
     if in_file is not None and in_file not in PRESETS:
         raise ConfigError(
-            f"config file {file}: unknown preset {in_file!r}; choose one of {', '.join(PRESETS)}"
+            f"config file {file}: unknown preset {shown(in_file)}; "
+            f"choose one of {', '.join(PRESETS)}"
         )
     if in_file is not None and asked is not None and in_file != asked:
         raise ConfigError(
-            f"config file {file} says preset: {in_file} but --preset {asked} was given; "
+            f"config file {file} says preset: {clip(str(in_file))} but --preset {clip(asked)} "
+            "was given; "
             "keep one of them"
         )
     preset = asked or in_file or "quick"
     if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {shown(preset)}; choose one of {', '.join(PRESETS)}")
     return preset
 
 
@@ -449,8 +603,8 @@ def _dedupe(data: dict[str, Any]) -> None:
         unique = list(dict.fromkeys(values))
         if len(unique) < len(values):
             data[key] = unique
-            shown = ",".join(map(str, unique))
-            print(f"note: repeated {key} dropped; running {key} {shown}", file=sys.stderr)
+            running = clip(",".join(map(str, unique)))
+            print(f"note: repeated {key} dropped; running {key} {running}", file=sys.stderr)
 
 
 def load_config(

@@ -5,21 +5,27 @@ row per training cell: config, status, metrics, error), `curves` (one row per ev
 cell) and `costs` (one row per model × input shape: time, memory, utilization and the conditions
 they were measured under; they depend on neither lr, weight decay nor seed).
 A cell's final status, metrics and learning curve land in one transaction, so a driver killed at
-any instant leaves each cell either finished once or not at all.
+any instant leaves each cell either finished once or not at all; a transaction that fails for a
+full disk (or an I/O error) is rolled back and raises OutputError, leaving the store as it was.
+The store and its journal must be regular files: a writer refuses a link in their place.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ssmbench.experiment.config import CellConfig, ConfigError
 from ssmbench.experiment.results import FINISHED, CellResult, Status
+from ssmbench.files import OutputError, cannot_write, check_own
 
 _FINISHED_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINISHED))
 
@@ -62,6 +68,19 @@ def journal_of(path: Path) -> Path:
     return path.with_name(path.name + "-journal")
 
 
+# SQLite's primary result codes of a write the disk refused: full, I/O error, cannot open.
+_WRITE_FAILURES = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_IOERR: errno.EIO,
+                   sqlite3.SQLITE_CANTOPEN: errno.EIO}  # fmt: skip
+
+
+def _output_error(error: sqlite3.Error, path: Path) -> OutputError | None:
+    """The OutputError of a write SQLite could not make to `path` (None for any other error)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in _WRITE_FAILURES:
+        return None
+    return cannot_write(OSError(_WRITE_FAILURES[code & 0xFF], str(error)), path)
+
+
 def _identity(cell: CellConfig) -> tuple[str, str, str, int, int | None]:
     """id, model key (`mamba-s6`, or `mamba-s6@d128` where the width is swept), task key,
     seq_len and n_tokens (None for a task without it)."""
@@ -83,14 +102,23 @@ class Store:
                 f"{self.path} is a folder, not a results store: move it away, "
                 "or `ssmbench run --force` sets it aside and starts a new store"
             )
+        if not readonly:  # SQLite follows links: never write through one
+            check_own(self.path)
+            check_own(journal_of(self.path))
         try:
             self.db = self._connect(readonly)
             self.db.row_factory = sqlite3.Row
             if not readonly and not self._has_cells():
                 self._create()
             self._check()
+        except OutputError:
+            self.close()
+            raise
         except sqlite3.DatabaseError as e:
             self.close()
+            unwritten = None if readonly else _output_error(e, self.path)
+            if unwritten is not None:
+                raise unwritten from None
             why = " ".join(str(e).split())  # quick_check's report spans lines
             raise StoreError(
                 f"{self.path} is damaged beyond SQLite's recovery ({why}); "
@@ -136,8 +164,21 @@ class Store:
         return self.db.execute(query).fetchone() is not None
 
     def _create(self) -> None:
-        self.db.executescript(SCHEMA)
-        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        with self._transaction():
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed whole or rolled back; OutputError if the disk refused it."""
+        try:
+            with self.db:
+                yield self.db
+        except sqlite3.OperationalError as e:
+            unwritten = _output_error(e, self.path)
+            if unwritten is None:
+                raise
+            raise unwritten from None
 
     @property
     def outdated(self) -> bool:
@@ -163,7 +204,7 @@ class Store:
         return None if row is None else json.loads(row["value"])
 
     def set_meta(self, **items: Any) -> None:
-        with self.db:
+        with self._transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                 [(k, json.dumps(v)) for k, v in items.items()],
@@ -171,7 +212,7 @@ class Store:
 
     def clear(self) -> None:
         """Drop everything and start over in the current layout."""
-        with self.db:
+        with self._transaction():
             for table in ("curves", "cells", "costs", "meta"):
                 self.db.execute(f"DROP TABLE IF EXISTS {table}")
         self._create()
@@ -185,7 +226,7 @@ class Store:
 
         A finished cell (done, diverged, oom) is left as it is: only `clear` (--force) undoes it.
         """
-        with self.db:
+        with self._transaction():
             self.db.execute(
                 """INSERT INTO cells (id, model, task, seq_len, n_tokens, lr, weight_decay, seed,
                                       status, config, attempts, updated_at)
@@ -211,7 +252,7 @@ class Store:
     def finish(self, cell_id: str, result: CellResult) -> None:
         """A cell's outcome, its metrics and its whole learning curve, in one transaction."""
         metrics, curve = result.metrics, result.curve
-        with self.db:
+        with self._transaction():
             updated = self.db.execute(
                 "UPDATE cells SET status = ?, metrics = ?, error = ?, updated_at = ? "
                 f"WHERE id = ? AND status NOT IN ({_FINISHED_SQL})",
@@ -244,7 +285,7 @@ class Store:
 
     def finish_cost(self, cell: CellConfig, result: CellResult) -> None:
         """The cost of `cell`'s model and input shape, measured once (a rerun replaces it)."""
-        with self.db:
+        with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO costs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (

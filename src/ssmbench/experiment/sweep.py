@@ -3,7 +3,9 @@ of every (model, input shape), measured once, alone.
 
 Rerunning the same command into the same folder runs only the cells that have not finished
 (done, diverged and oom are outcomes; failed and running ones are retried, resuming from their
-checkpoints). A folder made with another config is refused unless `force` wipes it.
+checkpoints). A folder made with another config is refused unless `force` wipes it. Output that
+cannot be written (a full disk) stops the sweep with OutputError; the cells it stopped stay
+`running`, never failed, and the next run retries them.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from ssmbench.experiment.cell import CHECKPOINTS
+from ssmbench.experiment.cell import CHECKPOINTS, sigterm_as_sigint
 from ssmbench.experiment.config import CellConfig, ConfigError, SweepConfig
 from ssmbench.experiment.executors import Executor
-from ssmbench.experiment.lock import folder_lock
+from ssmbench.experiment.lock import LOCKFILE, folder_lock
 from ssmbench.experiment.progress import SweepDisplay
 from ssmbench.experiment.results import FINISHED, CellResult, Status
 from ssmbench.experiment.store import FILENAME, Store, StoreError, journal_of
+from ssmbench.files import OutputError, check_own
+from ssmbench.report import FIGURES, REPORT
 
 
 def check_writable(out: Path) -> None:
@@ -76,6 +80,21 @@ def check_compatible(config: SweepConfig, out: Path, force: bool) -> None:
             f"{out} holds results of a different config; use another --out, "
             "or --force to discard them"
         )
+
+
+def check_own_files(out: Path) -> None:
+    """ForeignFile, before anything is written, if a link or a non-regular file stands where a
+    run writes its own: the lock file, the store and its journal, the report, the figure and
+    checkpoint folders and any file in them (each is checked again where it is opened)."""
+    for name in (LOCKFILE, journal_of(Path(FILENAME)).name, REPORT):
+        check_own(out / name)
+    if not (out / FILENAME).is_dir():  # a folder is a damaged store: Store says what --force does
+        check_own(out / FILENAME)
+    for folder in (out / FIGURES, out / CHECKPOINTS):
+        check_own(folder, folder=True)
+        if folder.is_dir():
+            for entry in os.scandir(folder):
+                check_own(Path(entry.path))
 
 
 def set_aside(path: Path) -> Path:
@@ -148,11 +167,14 @@ def run_sweep(
 
     Both phases record into the store as results arrive; the report is the caller's business.
     The folder's writer lock is held throughout (ConfigError if another run holds it, unless
-    `wait`), so two runs never train or record the same folder's cells at once.
+    `wait`), so two runs never train or record the same folder's cells at once. SIGTERM stops
+    the sweep as SIGINT does (KeyboardInterrupt, workers checkpointed and joined); a job that
+    its output stopped (a full disk) stops the sweep with its OutputError.
     """
     out = Path(out).resolve()  # workers may run elsewhere: Ray's start in their own folder
-    with folder_lock(out, wait):
+    with sigterm_as_sigint(), folder_lock(out, wait):
         check_compatible(config, out, force)  # the folder may have changed while we waited
+        check_own_files(out)
         _run_locked(config, out, force, executor, log_every)
 
 
@@ -171,6 +193,7 @@ def _run_locked(
                 if kind == "start":
                     store.mark_running(by_id[cell_id])
                 elif kind == "result":
+                    _stop_if_unwritten(payload)  # type: ignore[arg-type]
                     if store.status(cell_id) is None:  # its worker died before saying "start"
                         store.mark_running(by_id[cell_id])
                     store.finish(cell_id, payload)  # type: ignore[arg-type]
@@ -179,6 +202,7 @@ def _run_locked(
             def emit_cost(kind: str, cost_id: str, payload: object) -> None:
                 if kind == "result":
                     result: CellResult = payload  # type: ignore[assignment]
+                    _stop_if_unwritten(result)
                     if result.metrics is not None:  # what the driver alone knows
                         result.metrics["alone"] = True  # no other job of this sweep alive
                     store.finish_cost(by_cost_id[cost_id], result)
@@ -188,6 +212,13 @@ def _run_locked(
             # Every training worker has been joined: the measurements have the sweep's machine.
             if costs:
                 make_executor(config, alone=True).run(costs, out, emit_cost, kind="cost")
+
+
+def _stop_if_unwritten(result: CellResult) -> None:
+    """A job returned without an outcome (still running) was stopped by its output: the sweep
+    stops too (the disk that refused it holds the rest), its cell left for the next run."""
+    if result.status == Status.RUNNING:
+        raise OutputError(None, result.error)
 
 
 def report_meta(store: Store) -> dict[str, object]:

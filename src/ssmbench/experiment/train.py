@@ -20,6 +20,7 @@ warning and the cell starts again from step 0.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ from torch import nn
 
 from ssmbench.experiment.config import CellConfig, TrainConfig
 from ssmbench.files import atomic_write
+from ssmbench.layers.marks import marks_of
 from ssmbench.models import build
 from ssmbench.models.autoencoder import with_readout
 from ssmbench.tasks import Score, Task, loss, score
@@ -167,9 +169,69 @@ class Checkpoint:
         return cls(**state)
 
 
+def _hyperparameters(name: str, mark: dict[str, Any], hp: TrainConfig) -> tuple[float, float]:
+    """(lr, weight decay) of one parameter under hp.param_groups: `uniform` the run's;
+    `upstream` the layer's mark over the run's (a fixed lr, an lr cap, a decay: layers/marks.py);
+    `mad` mad-lab's configure_optimizers: no decay on biases, norms and parameters marked with
+    weight decay 0, the run's lr for all."""
+    if hp.param_groups == "uniform":
+        return hp.lr, hp.weight_decay
+    if hp.param_groups == "mad":
+        no_decay = mark.get("weight_decay") == 0 or "bias" in name or "norm" in name
+        return hp.lr, 0.0 if no_decay else hp.weight_decay
+    lr = mark.get("lr", min(hp.lr, mark.get("lr_max", hp.lr)))
+    return lr, mark.get("weight_decay", hp.weight_decay)
+
+
+def param_groups(model: nn.Module, hp: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups, one per (lr, weight decay) in order of first use, each
+    with its parameters' names (`names`) and its lr before any schedule (`base_lr`)."""
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    marks = marks_of(model)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            lr, decay = _hyperparameters(name, marks[name], hp)
+            group = groups.setdefault(
+                (lr, decay),
+                {"params": [], "names": [], "lr": lr, "base_lr": lr, "weight_decay": decay},
+            )
+            group["params"].append(p)
+            group["names"].append(name)
+    return list(groups.values())
+
+
+def describe_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """What a result records of its optimizer: per group its lr (before schedules), weight decay,
+    parameter count and the names of its parameters."""
+    return [
+        {
+            "lr": group["base_lr"],
+            "weight_decay": group["weight_decay"],
+            "params": sum(p.numel() for p in group["params"]),
+            "names": list(group["names"]),
+        }
+        for group in optimizer.param_groups
+    ]
+
+
 def make_optimizer(model: nn.Module, hp: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over param_groups(model, hp)."""
     opt_class = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-    return opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    return opt_class(param_groups(model, hp), lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def lr_at(base: float, hp: TrainConfig, step: int) -> float:
+    """The lr of a group with lr `base` at step k (from 0): a linear warm-up factor
+    min(1, (k + 1) / warmup) times, for hp.schedule cosine, m + (base - m)(1 + cos(π e / E)) / 2
+    with m = min(min_lr, base), e the epoch of k and E the epochs in max_steps (every step its
+    own epoch unless schedule_epochs is set), as torch's CosineAnnealingLR stepped once an epoch."""
+    warm = min(1.0, (step + 1) / max(hp.warmup_steps, 1))
+    if hp.schedule == "constant":
+        return base * warm
+    per = -(-hp.max_steps // (hp.schedule_epochs or hp.max_steps))  # steps per epoch
+    epoch, epochs = min(step, hp.max_steps - 1) // per, -(-hp.max_steps // per)
+    floor = min(hp.min_lr, base)
+    return warm * (floor + (base - floor) * (1 + math.cos(math.pi * epoch / epochs)) / 2)
 
 
 def train_step(
@@ -180,10 +242,11 @@ def train_step(
     hp: TrainConfig,
     step: int,
 ) -> float:
-    """One update on batch (x (B, T), labels y (B, T)) with linear warmup lr_k = lr·min(1, k/warmup)
-    and gradient clipping, as `hp` says (the trainer's step, and the step `measure` times)."""
+    """One update on batch (x (B, T), labels y (B, T)) with each group's lr at this step
+    (`lr_at`: warm-up and schedule) and gradient clipping, as `hp` says (the trainer's step, and
+    the step `measure` times)."""
     for group in optimizer.param_groups:
-        group["lr"] = hp.lr * min(1.0, (step + 1) / max(hp.warmup_steps, 1))
+        group["lr"] = lr_at(group["base_lr"], hp, step)
     value = loss(model(x), y)
     if not torch.isfinite(value):
         raise Diverged(f"training loss became {value.item()} at step {step + 1}")
@@ -266,6 +329,8 @@ class TrainState:
         try:
             self.model.load_state_dict(ckpt.model)
             self.optimizer.load_state_dict(ckpt.optimizer)
+            if any("base_lr" not in group for group in self.optimizer.param_groups):
+                raise KeyError("base_lr")  # saved before per-group lrs: start again
             self.data.load_state_dict(ckpt.data)
             torch.set_rng_state(ckpt.torch_rng)
         except Exception as e:  # noqa: BLE001 - wrong keys or shapes: another model's weights

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from ssmbench.layers.marks import S4_SSM, mark
 from ssmbench.ops.discretize import discretize_dense, discretize_diagonal
 from ssmbench.ops.hippo import hippo_legs, hippo_legs_dplr, s4d_diagonal
 from ssmbench.ops.kernels import (
@@ -52,10 +53,14 @@ class LTIMixer(nn.Module):
         self.D = nn.Parameter(torch.randn(d_model))  # (H,)
 
     def per_channel(self, x: torch.Tensor) -> nn.Parameter:
-        """A trainable copy of x for each channel, (...) -> (H, ...), float32; complex x as its
-        real view (H, ..., 2)."""
+        """A trainable copy of x for each channel, (...) -> (H, ...), float32 (complex x as its
+        real view (H, ..., 2))."""
         x = x.expand(self.d_model, *x.shape)  # (H, ...)
         return complex_parameter(x) if x.is_complex() else nn.Parameter(x.float().clone())
+
+    def mark_ssm(self, *names: str) -> None:
+        """The SSM parameters (log_dt and names), trained as s4 trains them: marks.S4_SSM."""
+        mark(self, "log_dt", *names, **S4_SSM)
 
     @property
     def dt(self) -> torch.Tensor:
@@ -89,6 +94,7 @@ class S4(LTIMixer):
         A, B = hippo_legs(d_state)
         self.A, self.B = self.per_channel(A), self.per_channel(B)  # (H, N, N), (H, N)
         self.C = nn.Parameter(torch.randn(d_model, d_state))  # (H, N)
+        self.mark_ssm("A", "B")
 
     def discrete_ssm(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dA, dB = discretize_dense(self.A, self.B, self.dt, "bilinear")
@@ -122,6 +128,7 @@ class S4D(LTIMixer):
             self.C = complex_parameter(torch.randn(d_model, A.shape[0], dtype=torch.complex64))
         else:
             self.C = nn.Parameter(torch.randn(d_model, A.shape[0]))  # (H, N')
+        self.mark_ssm("log_neg_A_real", "A_imag")
 
     def _diagonal_ssm(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """dA, dB, C (H, N') of the diagonal system, the conjugate-pair factor 2 folded into C."""
@@ -166,6 +173,7 @@ class S4LowRank(LTIMixer):
         self.Lambda_imag = self.per_channel(Lambda.imag)
         self.P, self.B = self.per_channel(P), self.per_channel(B)  # (H, N/2, 2) real views
         self.C = complex_parameter(torch.randn(d_model, M, dtype=torch.complex64))  # (H, N/2, 2)
+        self.mark_ssm("log_neg_Lambda_real", "Lambda_imag", "P", "B")
 
     @property
     def Lambda(self) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmbench.layers.marks import NO_WEIGHT_DECAY, mark
 from ssmbench.ops.causal_conv import causal_conv1d
 from ssmbench.ops.linear_attention import linear_attention
 from ssmbench.ops.optional import on_kernel_device, optional_kernel
@@ -88,6 +89,7 @@ class Mamba2(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^{-1}(dt), (H,)
         self.A_log = nn.Parameter(torch.empty(self.n_heads).uniform_(1, 16).log())  # (H,)
         self.D = nn.Parameter(torch.ones(self.n_heads))  # (H,)
+        mark(self, "dt_bias", "A_log", "D", **NO_WEIGHT_DECAY)  # as mamba_ssm's Mamba2Simple
         self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 

@@ -52,12 +52,24 @@ def _mamba(
     return [MambaBlock(d_model, make_ssm, expand=expand, d_conv=d_conv)]
 
 
+def _s6(d_model: int, d_state: int, negative_eigenvalues: bool = False) -> list[nn.Module]:
+    """negative_eigenvalues: transitions 2 exp(Δ A) - 1 in (-1, 1) (Grazzi et al. 2025)."""
+    return [SSMBlock(d_model, S6(d_model, d_state, negative_eigenvalues=negative_eigenvalues))]
+
+
 def _mamba_s6(
-    d_model: int, d_state: int, expand: int = 2, d_conv: int = 4, dt_rank: int = 0
+    d_model: int,
+    d_state: int,
+    expand: int = 2,
+    d_conv: int = 4,
+    dt_rank: int = 0,
+    negative_eigenvalues: bool = False,
 ) -> list[nn.Module]:
     """dt_rank: rank of the step's projection; 0 means upstream mamba_ssm's ceil(d_model / 16).
-    The study used ceil(expand·d_model / 16) (the `paper` preset sets it)."""
-    make_ssm = partial(S6, d_state=d_state, dt_rank=dt_rank or math.ceil(d_model / 16))
+    The study used ceil(expand·d_model / 16) (the `paper` preset sets it). negative_eigenvalues:
+    transitions 2 exp(Δ A) - 1 in (-1, 1), as Grazzi et al. 2025 modify Mamba."""
+    rank = dt_rank or math.ceil(d_model / 16)
+    make_ssm = partial(S6, d_state=d_state, dt_rank=rank, negative_eigenvalues=negative_eigenvalues)
     return [MambaBlock(d_model, make_ssm, expand=expand, d_conv=d_conv)]
 
 
@@ -96,7 +108,7 @@ for _kind, (_title, _family, _reference) in SSM_FACTS.items():
     register(
         ModelSpec(
             _kind,
-            partial(_ssm, _kind),
+            _s6 if _kind == "s6" else partial(_ssm, _kind),
             ssm_state,
             _title,
             _family,

@@ -15,15 +15,28 @@ keys of every motif length and is tested on the longest).
 
 `readout` says how logits are read: `lm` (the model's own head, position by position) or
 `autoencoder` (MAD's encoder-decoder for compression, see `ssmbench.models.autoencoder`).
+
+A `VariableLengthTask` draws examples of different lengths in one batch: an example of length n
+fills positions 0 .. n-1 and the rest holds the task's pad token, labelled -100, so nothing
+downstream needs to know (the labels say what is scored). Its `train_lengths` ("3-40") is the
+training range; its `test_lengths` ("40-256") the range it is scored on at other lengths (see
+`VariableLengthTask.length_range`).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 IGNORE_INDEX = -100
 VALIDATION_SEED = 2**40 + 1  # fixed held-out sets; training seeds stay below 2**40
@@ -80,15 +93,22 @@ class Task(BaseModel):
 
 
 def task_key(name: str, params: dict, key_fields: dict[str, str]) -> str:
-    """name, then tag+value for each key field, e.g. selective-copy-M16-V16; training-set size
-    is appended as -N<n> when fixed."""
+    """name, then tag+value for each key field, e.g. selective-copy-M16-V16 (a string as it is,
+    None left out); training-set size is appended as -N<n> when fixed."""
     parts = [name]
     for field, tag in key_fields.items():
         value = params[field]
-        parts.append(f"{tag}{int(value) if isinstance(value, bool) else f'{value:g}'}")
+        if value is not None:
+            parts.append(f"{tag}{_key_value(value)}")
     if params.get("train_examples") is not None:
         parts.append(f"N{params['train_examples']}")
     return "-".join(parts)
+
+
+def _key_value(value: bool | float | str) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def one_line(error: ValidationError, name: str) -> str:
@@ -113,3 +133,98 @@ def random_subsets(batch_size: int, n: int, k: int, generator: torch.Generator) 
     keys = torch.rand(batch_size, n, generator=generator)  # (B, n)
     # The k smallest of n i.i.d. keys sit at a uniformly random k-subset, in a random order.
     return keys.topk(k, dim=1, largest=False).indices
+
+
+LengthRange = Annotated[str, StringConstraints(pattern=r"^[0-9]+-[0-9]+$")]  # "lo-hi"
+
+
+def train_lengths_field(default: str | None = None) -> Any:
+    """The `train_lengths` field, with a task's own default."""
+    return Field(
+        default,
+        description="lo-hi: training lengths, uniform in lo .. hi <= seq_len (None: seq_len)",
+    )
+
+
+def test_lengths_field(default: str | None = None) -> Any:
+    """The `test_lengths` field, with a task's own default."""
+    return Field(default, description="lo-hi: scored at a length T in it, lengths uniform lo .. T")
+
+
+def length_range(text: str | None) -> tuple[int, int] | None:
+    """ "3-40" -> (3, 40); None stays None."""
+    if text is None:
+        return None
+    lo, hi = text.split("-")
+    return int(lo), int(hi)
+
+
+class VariableLengthTask(Task):
+    """A task whose examples have lengths of their own, padded to seq_len in one batch.
+
+    Ranges are written "lo-hi" (inclusive; a string, so that keys, the store and the report take
+    them as they take any parameter). Subclasses set `pad_token` and `min_length` and draw with
+    `example_lengths` and `pad_beyond`. Which lengths a batch holds at seq_len T
+    (`length_range`), with train_lengths = "a-b" and test_lengths = "c-d":
+
+        training (train=True)        a .. b, or T when train_lengths is None
+        scored, T = b                a .. b (the held-out sets at the training length)
+        scored, c <= T <= d          c .. T (at T = d: the whole test range)
+        scored, otherwise            T (every example as long as the sequence)
+
+    A run trains at L = b; each of its eval_lengths then reports one range or one exact length
+    through the by-length results every task has.
+    """
+
+    min_length: ClassVar[int] = 1  # the shortest example the task can make
+
+    train_lengths: LengthRange | None = train_lengths_field()
+    test_lengths: LengthRange | None = test_lengths_field()
+
+    @property
+    @abstractmethod
+    def pad_token(self) -> int:
+        """The token after an example's end (labelled -100)."""
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> VariableLengthTask:
+        if self.seq_len < self.min_length:
+            raise ValueError(f"seq_len must be >= {self.min_length}, got {self.seq_len}")
+        for field in ("train_lengths", "test_lengths"):
+            span = length_range(getattr(self, field))
+            if span is not None and not self.min_length <= span[0] <= span[1]:
+                raise ValueError(
+                    f"{field} must be lo-hi with {self.min_length} <= lo <= hi, "
+                    f"got {getattr(self, field)}"
+                )
+        train = length_range(self.train_lengths)
+        if train is not None and train[1] > self.seq_len:
+            raise ValueError(
+                f"train_lengths {self.train_lengths} ends past seq_len {self.seq_len}: train at "
+                f"L = {train[1]} or shorten train_lengths"
+            )
+        return self
+
+    def length_range(self, train: bool) -> tuple[int, int]:
+        """(lo, hi): the lengths of the examples a draw holds (see the class docstring)."""
+        T = self.seq_len
+        training, test = length_range(self.train_lengths), length_range(self.test_lengths)
+        if training is not None and (train or training[1] == T):
+            return training
+        if not train and test is not None and test[0] <= T <= test[1]:
+            return test[0], T
+        return T, T
+
+    def example_lengths(
+        self, batch_size: int, generator: torch.Generator, train: bool
+    ) -> torch.Tensor:
+        """(B,) int64: each example's length, uniform over `length_range(train)`."""
+        lo, hi = self.length_range(train)
+        return torch.randint(lo, hi + 1, (batch_size,), generator=generator)
+
+    def pad_beyond(
+        self, inputs: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs, labels (B, T) with position t >= lengths[b] set to the pad token and -100."""
+        beyond = torch.arange(inputs.shape[1]) >= lengths[:, None]  # (B, T)
+        return inputs.masked_fill(beyond, self.pad_token), labels.masked_fill(beyond, IGNORE_INDEX)

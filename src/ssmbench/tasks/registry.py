@@ -8,12 +8,17 @@ from pydantic import ValidationError
 
 from ssmbench.tasks.base import Task, one_line
 from ssmbench.tasks.compression import Compression
+from ssmbench.tasks.cumulative_parity import CumulativeParity
 from ssmbench.tasks.fuzzy_recall import FuzzyInContextRecall
 from ssmbench.tasks.induction import InductionHeads
+from ssmbench.tasks.majority import Majority
 from ssmbench.tasks.memorization import Memorization
+from ssmbench.tasks.modular_arithmetic import ModularArithmetic
 from ssmbench.tasks.mqar import MQAR
+from ssmbench.tasks.parity import Parity
 from ssmbench.tasks.recall import InContextRecall, NoisyInContextRecall
 from ssmbench.tasks.selective_copy import Copy, SelectiveCopy
+from ssmbench.tasks.word_problem import WordProblem
 
 REGISTRY: dict[str, type[Task]] = {
     cls.name: cls
@@ -27,6 +32,11 @@ REGISTRY: dict[str, type[Task]] = {
         NoisyInContextRecall,
         Memorization,
         Compression,
+        Parity,
+        ModularArithmetic,
+        WordProblem,
+        CumulativeParity,
+        Majority,
     )
 }
 

@@ -1,8 +1,10 @@
 """The local executor: every cell in its own worker process, `workers` at a time.
 
 A crash, an out-of-memory kill or a SIGKILL of one worker marks that cell failed; the others go
-on. Workers poll the driver and exit when it is gone, so a killed driver leaves no orphans
-writing checkpoints behind the next run's back.
+on. An interrupted driver (SIGINT, or SIGTERM handled the same way) sends SIGINT to its workers,
+which checkpoint and stop, and joins them before it releases the folder. Workers poll the driver
+and exit when it is gone, so a killed driver leaves no orphans writing checkpoints behind the
+next run's back.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ssmbench.experiment.cell import Kind, job_id, run_job
+from ssmbench.experiment.cell import Kind, job_id, run_job, sigterm_as_sigint
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.executors import Emit
 from ssmbench.experiment.results import CellResult
@@ -38,15 +40,18 @@ def _exit_with_driver(driver_pid: int, parent: int) -> None:
 
 
 def _work(kind: Kind, cell_json: str, out_dir: str, events: Any, driver_pid: int) -> None:
+    """Run one job and send its events; SIGINT or SIGTERM (the driver's, or a scheduler's sent
+    to every process) saves the checkpoint and ends the worker without a result."""
     parent = os.getppid()  # first: the driver may die while this worker starts
     threading.Thread(target=_exit_with_driver, args=(driver_pid, parent), daemon=True).start()
-    cell = CellConfig.model_validate_json(cell_json)
-    name = job_id(kind, cell)
-    events.put(("start", name, None))
-    try:
-        result = run_job(kind, cell, Path(out_dir), lambda p: events.put(("progress", name, p)))
-    except KeyboardInterrupt:  # the checkpoint is saved; the rerun resumes from it
-        return
+    with sigterm_as_sigint():
+        try:
+            cell = CellConfig.model_validate_json(cell_json)
+            name = job_id(kind, cell)
+            events.put(("start", name, None))
+            result = run_job(kind, cell, Path(out_dir), lambda p: events.put(("progress", name, p)))
+        except KeyboardInterrupt:  # the checkpoint is saved; the rerun resumes from it
+            return
     events.put(("result", name, result))
 
 

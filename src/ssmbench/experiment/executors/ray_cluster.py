@@ -15,7 +15,7 @@ from typing import Any
 
 from ssmbench import runtime
 from ssmbench.experiment.cell import job_id
-from ssmbench.experiment.config import CellConfig, ConfigError
+from ssmbench.experiment.config import CellConfig, ConfigError, shown
 from ssmbench.experiment.executors import Emit
 from ssmbench.experiment.results import CellResult
 
@@ -48,7 +48,7 @@ def check_address(address: str | None) -> None:
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address must be auto or HOST:PORT, got {address!r}")
+        raise ConfigError(f"--ray-address must be auto or HOST:PORT, got {shown(address)}")
     try:
         speaks_grpc = _speaks_grpc(host, int(port))
     except OSError as e:
