@@ -253,10 +253,15 @@ def test_models_lists_every_model_with_family_parameters_and_state(capsys):
 
     assert main(["models"]) == 0
     header, *lines = capsys.readouterr().out.strip().splitlines()
-    assert header.split()[:4] == ["model", "family", "parameters", "state"]
-    listed = {line.split()[0]: line.split()[1:4] for line in lines}
+    assert header.split()[:6] == ["model", "family", "parameters", "per", "layer", "state"]
+    listed = {line.split()[0]: line.split()[1:5] for line in lines}
     assert list(listed) == list(MODELS)
-    for name, (family, params, state) in listed.items():
+    for name, (family, params, layer, state) in listed.items():
         assert family == MODELS[name].family
-        assert int(params.replace(",", "")) == n_params(build(name, vocab_size=16))
+        model = build(name, vocab_size=16)
+        assert int(params.replace(",", "")) == n_params(model)
+        per_layer = n_params(model) - n_params(build(name, vocab_size=16, n_layers=1))
+        norms = 2 * 64 * len(MODELS[name].make_layers(64, 16))  # a LayerNorm per sublayer
+        assert int(layer.replace(",", "")) == per_layer - norms
         assert int(state.replace(",", "")) == MODELS[name].state(64, 16, 1024)
+    assert listed["baseconv"][2] == f"{4_416 + 5_312:,}"  # zoology's BaseConv layers k=3, k=-1

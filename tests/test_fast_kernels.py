@@ -112,10 +112,12 @@ def test_without_the_packages_the_torch_paths_run_and_are_recorded():
     model = build("mamba2", vocab_size=8, d_model=8, n_layers=1, d_state=4)
     assert recorded_backends(model, CPU) == {
         "scan_backend": None, "conv_backend": "torch-shifted", "ssd_backend": "torch",
+        "delta_rule_backend": None, "mamba3_backend": None,
     }  # fmt: skip
     mamba = build("mamba-s6", vocab_size=8, d_model=8, n_layers=1, d_state=4)
     assert recorded_backends(mamba, CPU) == {
         "scan_backend": resolve_backend(CPU), "conv_backend": "torch-shifted", "ssd_backend": None,
+        "delta_rule_backend": None, "mamba3_backend": None,
     }  # fmt: skip
     lstm = build("lstm", vocab_size=8, d_model=8, n_layers=1)
     assert set(recorded_backends(lstm, CPU).values()) == {None}
@@ -231,6 +233,8 @@ def test_mamba2_runs_mambas_ssd_kernel_with_upstreams_layout_and_uses_its_output
     A, B = -torch.rand(2).double(), torch.randn(1, 5, 1, 4).double()
     y = ssd(x, dt, A, B, B, chunk=4)
     assert torch.allclose(y, 2 * fake_chunk_scan([])(x, dt, A, B, B, 4))  # its output is used
+    with pytest.raises(ValueError, match="negative_eigenvalues: mamba_ssm's SSD kernel"):
+        ssd(x, dt, A, B, B, chunk=4, negative_eigenvalues=True)  # exp(ΔA) only: refused
 
 
 def test_a_cell_records_the_conv_and_ssd_backends():
@@ -243,3 +247,118 @@ def test_a_cell_records_the_conv_and_ssd_backends():
     assert (facts["conv_backend"], facts["ssd_backend"], facts["scan_backend"]) == (
         "torch-shifted", "torch", None,
     )  # fmt: skip
+
+
+def fake_fla(monkeypatch, calls: list, scale: float = 1.0) -> None:
+    """fla's chunk kernels as documented: (B, T, H, ·) tensors, `scale` on q, -> (o, state);
+    computed here by ssmbench's recurrence, so their output is the torch path's."""
+    from ssmbench.ops.delta_rule import FLA_KERNELS, delta_rule_reference
+
+    def kernel(name):
+        def chunk(q, k, v, *gates, scale=None, initial_state=None, output_final_state=False):
+            calls.append({"kernel": name, "q": q, "gates": gates, "scale": scale})
+            q, k, v, *gates = (x.transpose(1, 2) for x in (q, k, v, *gates))  # (B, H, T, ·)
+            if name == "delta_rule":
+                o = delta_rule_reference(q * scale, k, v, gates[0])
+            elif name == "gdn2":  # g, b, w
+                o = delta_rule_reference(q * scale, k, v, gates[1], gates[0], gates[2])
+            else:  # g, beta
+                o = delta_rule_reference(q * scale, k, v, gates[1], gates[0])
+            return out_scale * o.transpose(1, 2), None
+
+        return chunk
+
+    out_scale = scale
+    for name, module_and_function in FLA_KERNELS.items():
+        install_module(monkeypatch, module_and_function, kernel(name))
+
+
+@pytest.mark.parametrize("name, kernel", [
+    ("deltanet", "delta_rule"), ("gated-deltanet", "gated_delta_rule"), ("kda", "kda"),
+    ("gated-deltanet-2", "gdn2"), ("gated-deltaproduct", "gated_delta_rule"),
+])  # fmt: skip
+def test_the_delta_rule_runs_flas_kernel_for_its_gates_and_uses_its_output(
+    monkeypatch, name, kernel
+):
+    from ssmbench.ops.delta_rule import delta_rule_backend
+
+    torch.manual_seed(0)
+    model = build(name, vocab_size=8, d_model=16, n_layers=1, d_state=4).double()
+    tokens = torch.randint(0, 8, (2, 13))
+    eager = model(tokens)
+    calls: list = []
+    fake_fla(monkeypatch, calls)
+    assert delta_rule_backend(CPU) == "fla"
+    assert recorded_backends(model, CPU)["delta_rule_backend"] == "fla"
+    torch.testing.assert_close(model(tokens), eager)  # fla's result = the chunked form's
+    assert {c["kernel"] for c in calls} == {kernel} and all(c["scale"] == 1.0 for c in calls)
+    steps = 13 * (2 if name == "gated-deltaproduct" else 1)  # its 2 Householder sub-steps
+    assert calls[0]["q"].shape[:2] == (2, steps)  # fla's layout: (B, T, H, K)
+    fake_fla(monkeypatch, calls, scale=2.0)
+    optional_module.optional_kernel.cache_clear()
+    assert not torch.allclose(model(tokens), eager)  # the kernel's output is what is used
+
+
+def fake_mamba3_siso_combined(calls: list, scale: float = 1.0):
+    """Upstream's documented contract (mamba3_siso_combined, and mamba3_siso_fwd_ref in its
+    tests): Q, K (b, L, G, N) before their biases, V and Z (b, L, H, P), ADT, DT and the raw Trap
+    (b, H, L), biases (H, N), raw Angles (b, L, H, R), D (H,) -> (b, L, H, P); computed here with
+    ssmbench's recurrence, so its output is the torch path's."""
+    from ssmbench.ops.mamba3 import cumulative_phase, mamba3_siso_reference, rotate_pairs
+
+    def mamba3_siso_combined(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D=None, Z=None,
+                             Input_States=None, chunk_size=64, return_final_states=False,
+                             cu_seqlens=None):  # fmt: skip
+        calls.append({"Q": Q, "V": V, "Trap": Trap, "Angles": Angles, "chunk_size": chunk_size})
+        b, L, H, P = V.shape
+        assert ADT.shape == DT.shape == Trap.shape == (b, H, L) and Q_bias.shape == (H, Q.shape[-1])
+        repeat = H // Q.shape[2]  # GQA: the groups' B and C shared by their heads
+        q, k = (X.repeat_interleave(repeat, 2) + bias for X, bias in ((Q, Q_bias), (K, K_bias)))
+        phase = cumulative_phase(Angles[:, :, 0], DT)  # the heads share the angles
+        q, k = (rotate_pairs(X.transpose(1, 2), phase) for X in (q, k))
+        y = mamba3_siso_reference(q, k, V.transpose(1, 2), ADT, DT, Trap.sigmoid())
+        return scale * (y.transpose(1, 2) + D[:, None] * V) * F.silu(Z)
+
+    return mamba3_siso_combined
+
+
+def test_mamba3_runs_mambas_siso_kernel_with_upstreams_layout_and_uses_its_output(monkeypatch):
+    from ssmbench.layers.mamba3 import KERNEL, Mamba3, mamba3_backend
+
+    torch.manual_seed(0)
+    layer = Mamba3(16, d_state=8, headdim=8, ngroups=2, chunk=4).double()
+    u = torch.randn(2, 11, 16, dtype=torch.float64)
+    eager = layer(u)
+    for scale in (1.0, 2.0):
+        calls: list = []
+        install_module(monkeypatch, KERNEL, fake_mamba3_siso_combined(calls, scale))
+        assert mamba3_backend(CPU) == "mamba_ssm"
+        fused = layer(u)
+        [call] = calls
+        assert call["Q"].shape == (2, 11, 2, 8) and call["V"].shape == (2, 11, 4, 8)
+        assert call["Angles"].shape == (2, 11, 4, 2) and call["chunk_size"] == 4
+        assert not ((call["Trap"] >= 0) & (call["Trap"] <= 1)).all()  # raw, before the sigmoid
+        if scale == 1.0:
+            torch.testing.assert_close(fused, eager)  # the kernel's result = ops.mamba3's
+        else:
+            assert not torch.allclose(fused, eager)  # its output is what the layer uses
+        optional_module.optional_kernel.cache_clear()
+    model = build("mamba3", vocab_size=8, d_model=16, n_layers=1, d_state=8)
+    assert recorded_backends(model, CPU)["mamba3_backend"] == "mamba_ssm"
+    signed = Mamba3(16, d_state=8, headdim=8, negative_eigenvalues=True).double()
+    with pytest.raises(ValueError, match="negative_eigenvalues: mamba_ssm's Mamba-3 kernel"):
+        signed(u)  # exp(ΔA) only: refused, not silently run with [0, 1]
+
+
+def install_module(monkeypatch, kernel: tuple[str, str], function) -> None:
+    """`kernel` = (module, name) importable as `function`, and the CPU a kernel device."""
+    module, name = kernel
+    parts = module.split(".")
+    for i in range(1, len(parts)):
+        package = types.ModuleType(".".join(parts[:i]))
+        package.__path__ = []
+        monkeypatch.setitem(sys.modules, package.__name__, package)
+    fake = types.ModuleType(module)
+    setattr(fake, name, function)
+    monkeypatch.setitem(sys.modules, module, fake)
+    monkeypatch.setattr(optional_module, "KERNEL_DEVICES", frozenset({"cpu", "cuda"}))

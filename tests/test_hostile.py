@@ -128,7 +128,8 @@ def test_a_finished_result_is_never_reset_by_a_restart(finished):
 def test_two_runs_started_together_one_runs_the_other_exits_2(tmp_path):
     import subprocess
 
-    command = ["ssmbench", "run", "--preset", "smoke", "--out", str(tmp_path / "out")]
+    command = ["ssmbench", "run", "--preset", "smoke", "--models", "lstm", "--lengths", "16",
+               "--out", str(tmp_path / "out")]  # fmt: skip
     runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [r.communicate(timeout=600)[1] for r in runs]  # reads stderr as it comes
     results = [(r.pid, r.returncode, err) for r, err in zip(runs, errors, strict=True)]

@@ -4,6 +4,8 @@ float64 to 1e-10 and float32 to 1e-4 (relative to the largest value compared), o
 gradients, at lengths that are not powers of two and shorter and longer than the chunk.
 """
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 import ssmbench.layers.linear_attention as la_layers
 import ssmbench.layers.mamba2 as mamba2_module
 from ssmbench.layers.attention import CausalSelfAttention
+from ssmbench.layers.baseconv import BaseConv, ImplicitLongConvolution
 from ssmbench.layers.h3 import H3
 from ssmbench.layers.hyena import ImplicitFilter
 from ssmbench.layers.linear_attention import GLA, BasedLinearAttention, RetNet, taylor_features
@@ -57,8 +60,9 @@ def test_linear_attention_rejects_mismatched_shapes():
         linear_attention(q, q, q, torch.zeros(1, 2, 5, 3))
 
 
-def ssd_recurrence(x, dt, A, B, C):
-    """Mamba-2's SSM step by step: h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t^T, y_t = C_t h_t.
+def ssd_recurrence(x, dt, A, B, C, negative_eigenvalues=False):
+    """Mamba-2's SSM step by step: h_t = a_t h_{t-1} + Δ_t B_t x_t^T, y_t = C_t h_t, with
+    a_t = exp(Δ_t A), or 2 exp(Δ_t A) - 1 with negative_eigenvalues.
     x (b, L, H, P), dt (b, L, H), A (H,), B and C (b, L, G, N)."""
     b, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -67,6 +71,7 @@ def ssd_recurrence(x, dt, A, B, C):
     for t in range(L):
         Bt, Ct = (X[:, t].repeat_interleave(H // G, dim=1) for X in (B, C))  # (b, H, N)
         dA = torch.exp(dt[:, t] * A)[..., None, None]  # (b, H, 1, 1)
+        dA = 2 * dA - 1 if negative_eigenvalues else dA
         h = dA * h + (dt[:, t, :, None, None] * Bt[..., None]) * x[:, t, :, None, :]
         ys.append(torch.einsum("bhn,bhnp->bhp", Ct, h))
     return torch.stack(ys, dim=1)  # (b, L, H, P)
@@ -81,6 +86,46 @@ def test_ssd_chunked_matches_the_recurrence(L, dtype):
     A = -torch.rand(4, generator=g, dtype=dtype) * 4
     B, C = (torch.randn(2, L, 2, 5, generator=g, dtype=dtype) for _ in range(2))  # 2 groups
     assert_same(lambda *a: ssd(*a, chunk=16), ssd_recurrence, [x, dt, A, B, C], TOL[dtype])
+
+
+@pytest.mark.parametrize("L", [1, 15, 16, 17, 45])
+def test_ssd_with_negative_eigenvalues_matches_the_signed_recurrence(L):
+    """Transitions 2 exp(ΔA) - 1 in (-1, 1), about half of them negative here, float64."""
+    g = torch.Generator().manual_seed(L)
+    x = torch.randn(2, L, 4, 3, generator=g, dtype=torch.float64)
+    dt = F.softplus(torch.randn(2, L, 4, generator=g, dtype=torch.float64))
+    A = -torch.rand(4, generator=g, dtype=torch.float64) * 4
+    B, C = (torch.randn(2, L, 2, 5, generator=g, dtype=torch.float64) for _ in range(2))
+    assert ((2 * torch.exp(dt * A) - 1) < 0).float().mean() > 0.2
+    assert_same(lambda *a: ssd(*a, chunk=16, negative_eigenvalues=True),
+                lambda *a: ssd_recurrence(*a, negative_eigenvalues=True), [x, dt, A, B, C],
+                1e-10)  # fmt: skip
+
+
+def test_ssd_with_negative_eigenvalues_flips_the_state():
+    """ΔA = -50: exp(ΔA) ≈ 0 forgets at once; 2 exp(ΔA) - 1 ≈ -1 flips the state each step."""
+    x = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1)
+    dt, A, one = (
+        torch.ones(1, 3, 1).double(),
+        torch.tensor([-50.0]).double(),
+        x.new_ones(1, 3, 1, 1),
+    )
+    flipped = ssd(x, dt, A, one, one, chunk=2, negative_eigenvalues=True).flatten()
+    torch.testing.assert_close(flipped, torch.tensor([1.0, -1.0, 1.0]).double())
+    torch.testing.assert_close(ssd(x, dt, A, one, one, chunk=2).flatten(), x.flatten())
+
+
+def test_mamba2_with_negative_eigenvalues_decodes_as_it_runs():
+    torch.manual_seed(0)
+    layer = Mamba2(8, d_state=4, headdim=4, chunk=4, negative_eigenvalues=True).double()
+    layer.A_log.data.fill_(4.0)  # A = -e^4: ΔA below -log 2 at many steps (a < 0)
+    x = torch.randn(2, 11, 8, dtype=torch.float64)
+    state, steps = layer.init_state(2, x), []
+    with torch.no_grad():
+        for t in range(11):
+            y, state = layer.step(x[:, t], state)
+            steps.append(y)
+        torch.testing.assert_close(torch.stack(steps, 1), layer(x), atol=1e-10, rtol=0)
 
 
 def reference_scan(q, k, v, log_decay, chunk=None):
@@ -166,6 +211,69 @@ def test_hyena_filter_decays_along_the_sequence():
     assert (envelope[-1] < 0.05).all() and (envelope[0] == 1).all()
 
 
+def safari_positions(l_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """safari's PositionalEmbedding(3, l_max), from its formulas: z = [t, Re, Im of
+    exp(-i f w)] with t = linspace(0, 1), w = 2π (0..l_max-1) / l_max, f = linspace(1e-4, 0, 1)."""
+    t = torch.linspace(0, 1, l_max, dtype=torch.float64)[:, None]
+    w = 2 * math.pi * torch.arange(l_max, dtype=torch.float64)[:, None] / l_max
+    z = torch.exp(-1j * torch.tensor([1e-4], dtype=torch.float64) * w)
+    return torch.cat([t, z.real, z.imag], dim=-1), t
+
+
+@pytest.mark.parametrize("L", [1, 17, 40])
+def test_hyena_filter_is_safaris_at_equal_l_max(L):
+    """HyenaFilter(d, seq_len=l_max).filter(L): the MLP of z[:L], times exp(-t |δ|) with
+    δ = linspace(ln 1e-2 / 1.5, ln 1e-2 / 0.3, d); the first L taps of the l_max filter."""
+    torch.manual_seed(0)
+    layer = ImplicitFilter(5, l_max=40).double()
+    z, t = safari_positions(40)
+    torch.testing.assert_close(layer.z.detach(), z, atol=1e-7, rtol=0)  # made in float32
+    x = layer.z.detach()[:L]
+    for module in layer.ffn:  # Linear, sin(freq ·), ..., Linear
+        x = (
+            torch.sin(module.freq * x)
+            if hasattr(module, "freq")
+            else x @ module.weight.T + (0 if module.bias is None else module.bias)
+        )
+    torch.testing.assert_close(layer.t, t, atol=1e-7, rtol=0)
+    deltas = torch.linspace(math.log(1e-2) / 1.5, math.log(1e-2) / 0.3, 5).double()  # float32
+    expected = (x * torch.exp(-layer.t[:L] * deltas.abs())).T  # (C, L)
+    torch.testing.assert_close(layer.filter(L), expected, atol=1e-12, rtol=0)
+
+
+def test_long_filters_refuse_inputs_past_l_max():
+    for layer in (ImplicitFilter(3, l_max=8), ImplicitLongConvolution(3, l_max=8)):
+        layer(torch.randn(1, 8, 3))
+        with pytest.raises(ValueError, match="input length 9 exceeds the long filter's l_max 8"):
+            layer(torch.randn(1, 9, 3))
+
+
+@pytest.mark.parametrize("L", [1, 23])
+def test_baseconv_is_zoologys(L):
+    """zoology's BaseConv with ImplicitLongConvolution(d, l_max): h = Linear(ReLU(Linear(z))),
+    y = (h * u + u) ⊙ (W u + b) + u, by the direct sum, in float64; 17·d + 64 filter parameters."""
+    torch.manual_seed(0)
+    layer = BaseConv(6, kernel=0, l_max=30).double()
+    assert sum(p.numel() for p in layer.conv.parameters()) == 17 * 6 + 64
+    u = torch.randn(2, L, 6, dtype=torch.float64)
+
+    def direct(u):
+        z = layer.conv.z  # (30, 3), safari's positions in float32 (checked above)
+        first, _, second = layer.conv.mlp
+        h = torch.relu(z[:L] @ first.weight.T + first.bias) @ second.weight.T + second.bias
+        conv = torch.stack([sum(h[j] * u[:, t - j] for j in range(t + 1)) for t in range(L)], 1)
+        return (conv + u) * (u @ layer.projection.weight.T + layer.projection.bias) + u
+
+    assert_same(layer, direct, [u], 1e-10)
+
+
+def test_baseconv_has_zoologys_parameter_count():
+    """zoology's BaseConv at d_model 64: 4,160 (projection) + 1,152 (long) = 5,312; with k = 3
+    4,160 + 256 (nn.Conv1d depthwise, with bias)."""
+    long, short = BaseConv(64, kernel=0), BaseConv(64, kernel=3)
+    assert [sum(p.numel() for p in m.parameters()) for m in (long, short)] == [5312, 4416]
+
+
 def h3_recurrence(layer: H3, u: torch.Tensor) -> torch.Tensor:
     """H3 with an S4D inner SSM step by step: shift register for k, diagonal recurrence for kv."""
     B, L, D = u.shape
@@ -199,6 +307,27 @@ def test_h3_matches_its_recurrence(head_dim):
     torch.testing.assert_close(layer(u), h3_recurrence(layer, u), atol=1e-10, rtol=0)
 
 
+def test_h3_safari_shift_ssm_is_sskernelshift():
+    """safari's SSKernelShift: kernel irfft(conj(rfft(B, 2N)) rfft(C, 2N))[:N], and its step
+    x_t = shift(x_{t-1}) + B u_t, y_t = C . x_t, equal to the trainable-B shift, float64."""
+    torch.manual_seed(0)
+    layer = build("h3", vocab_size=4, d_model=6, n_layers=1, d_state=4, safari=True).double()
+    h3 = layer.layers[0].fn
+    assert h3.inner.disc == "bilinear" and h3.inner.A_imag is not None  # S4D-Lin
+    torch.testing.assert_close(h3.shift_kernel(), h3.shift_C)  # B = e_1 at init
+    with torch.no_grad():
+        h3.shift_B.normal_()
+    B, C = h3.shift_B, h3.shift_C  # (D, N)
+    fft = torch.fft.irfft(torch.fft.rfft(B, n=8).conj() * torch.fft.rfft(C, n=8), n=8)[:, :4]
+    torch.testing.assert_close(h3.shift_kernel(), fft, atol=1e-12, rtol=0)
+    k = torch.randn(2, 9, 6, dtype=torch.float64)
+    x, ys = k.new_zeros(2, 6, 4), []
+    for t in range(9):
+        x = F.pad(x, (1, -1)) + B * k[:, t, :, None]  # (B, D, N)
+        ys.append((C * x).sum(-1) + h3.shift_D * k[:, t])
+    torch.testing.assert_close(h3.shift(k), torch.stack(ys, 1), atol=1e-12, rtol=0)
+
+
 def test_sliding_window_attention_sees_only_its_window():
     torch.manual_seed(0)
     attn = CausalSelfAttention(8, n_heads=2, window=4).eval()
@@ -207,12 +336,30 @@ def test_sliding_window_attention_sees_only_its_window():
     changed[:, 7] += 1.0
     with torch.no_grad():
         diff = (attn(x) - attn(changed)).abs().amax(dim=(0, 2))  # (L,)
-    assert (diff[7:11] > 0).all() and diff[:7].max() == 0 and diff[11:].max() == 0
+    assert (diff[7:12] > 0).all() and diff[:7].max() == 0 and diff[12:].max() == 0  # 7 .. 7 + 4
     full = CausalSelfAttention(8, n_heads=2).eval()
     full.load_state_dict(attn.state_dict())
     wide = CausalSelfAttention(8, n_heads=2, window=20).eval()
     wide.load_state_dict(attn.state_dict())
     torch.testing.assert_close(wide(x), full(x))
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+def test_sliding_window_is_zoologys_block_size(block_size):
+    """zoology's SlidingSelfAttention: one head, scores q k^T / sqrt(D) with position i seeing
+    keys max(0, i - block_size) .. i; in float64 against ours with window = block_size."""
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(6, n_heads=1, rope=False, window=block_size).double()
+    x = torch.randn(2, 21, 6, dtype=torch.float64)
+
+    def zoology(x):
+        q, k, v = attn.qkv(x).split(6, dim=-1)  # (B, L, D) each
+        i, j = torch.arange(21)[:, None], torch.arange(21)[None]
+        allowed = (j <= i) & (j >= (i - block_size).clamp(min=0))  # (L, L)
+        scores = (q @ k.mT / math.sqrt(6)).masked_fill(~allowed, float("-inf"))
+        return attn.out(scores.softmax(-1) @ v)
+
+    assert_same(attn, zoology, [x], 1e-10)
 
 
 def test_absolute_positions_are_learned_and_bounded():

@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from ssmbench.experiment.config import load_config
+from ssmbench.experiment.train import build_model
 from ssmbench.layers.s6 import S6
 from ssmbench.models import (
     MODELS,
@@ -108,21 +110,9 @@ CHECKS = [
 ]
 
 
-# Hyena's implicit filter is still built for the input's length (issue 17, point 2): strict, so
-# the fix turns these into failures to remove from here
-LENGTH_DEPENDENT = {"hyena", "mamba-hyena", "h3-hyena", "baseconv"}
-
-
-def _case(name: str, check) -> object:
-    if check is check_prefix_consistent and name in LENGTH_DEPENDENT:
-        reason = "the Hyena filter depends on the total length (issue 17.2)"
-        return pytest.param(name, check, marks=pytest.mark.xfail(strict=True, reason=reason))
-    return pytest.param(name, check)
-
-
 @pytest.mark.parametrize(
     "name, check",
-    [_case(name, check) for name in names() for check in CHECKS],
+    [(name, check) for name in names() for check in CHECKS],
     ids=[f"{name}-{c.__name__.removeprefix('check_')}" for name in names() for c in CHECKS],
 )
 def test_every_registered_model(name, check):
@@ -152,10 +142,47 @@ def test_a_plugin_gets_every_check_and_leaves_the_registry_as_it_was():
     assert dict(MODELS) == before
 
 
+def readme_model_rows() -> list[tuple[list[str], list[int]]]:
+    """The README model table's rows: the names in the first column and the per-layer parameter
+    counts of the fourth (one per distinct count: "29,568 (S4D) / 32,640 (S6)")."""
+    table = README.read_text().split("| name | what it is |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = line.split(" | ")
+        counts = re.findall(r"\d{1,3}(?:,\d{3})+", cells[3])  # thousands, comma-grouped
+        rows.append(
+            (re.findall(r"`([a-z0-9-]+)`", cells[0]), [int(c.replace(",", "")) for c in counts])
+        )
+    return rows
+
+
+def test_the_readme_model_table_names_every_model_with_its_parameters_per_layer():
+    listed = {}
+    for models, counts in readme_model_rows():
+        computed = [sum(n_params(m) for m in get(name).make_layers(64, 16)) for name in models]
+        assert sorted(set(computed)) == sorted(counts), f"{models}: README {counts}, {computed}"
+        listed.update(dict.fromkeys(models))
+    assert sorted(listed) == sorted(names()), "README's model table vs the registry"
+
+
+def test_a_variant_is_its_base_model_with_other_option_defaults():
+    base, variant = get("mamba2"), get("mamba2-neg")
+    assert variant.options() == {**base.options(), "negative_eigenvalues": True}
+    assert (variant.family, variant.mixer, variant.reference) == (base.family, base.mixer,
+                                                                  base.reference)  # fmt: skip
+    assert variant.title != base.title and not variant.study
+    torch.manual_seed(0)
+    a = build("mamba2-neg", vocab_size=V, d_model=16, d_state=4)
+    torch.manual_seed(0)
+    b = build("mamba2", vocab_size=V, d_model=16, d_state=4, negative_eigenvalues=True)
+    tokens = torch.randint(0, V, (2, 9))
+    torch.testing.assert_close(a(tokens), b(tokens))  # the same model
+    with pytest.raises(ValueError, match="takes no option"):
+        base.variant("mamba2-bad", "bad", no_such_option=1)
+
+
 def test_readme_plugin_example_loads_with_plugins(tmp_path, monkeypatch):
     """The README's plugin example, saved as a module, is what `--plugins` imports."""
-    from ssmbench.experiment.config import load_config
-
     match = re.search(r"```python\n(# my_mixers\.py.*?)```", README.read_text(), re.S)
     assert match, "README has a plugin example starting with '# my_mixers.py'"
     code = match.group(1)
@@ -235,8 +262,6 @@ def test_state_sizes_follow_their_definitions():
 
 
 def test_paper_preset_builds_the_studys_sizes():
-    from ssmbench.experiment.config import load_config
-
     arch = load_config("paper").arch
     mamba = build("mamba-s6", vocab_size=V, **arch.build_kwargs("mamba-s6"))
     assert {m.dt_rank for m in mamba.modules() if isinstance(m, S6)} == {8}  # ceil(128 / 16)
@@ -244,3 +269,38 @@ def test_paper_preset_builds_the_studys_sizes():
     assert {m.hidden_size for m in lstm.modules() if isinstance(m, nn.LSTM)} == {16}
     quick = load_config("quick").arch
     assert quick.build_kwargs("mamba-s6") == {"d_model": 64, "n_layers": 2, "d_state": 16}
+
+
+def cell_with(model: str, lengths: list[int], eval_lengths: list[int], options: dict):
+    config = load_config(
+        "smoke",
+        overrides={
+            "models": [model],
+            "lengths": lengths,
+            "task": {"name": "induction-heads", "vocab_size": 16},
+            "eval_lengths": eval_lengths,
+            "arch": {"d_model": 8, "n_layers": 1, "options": {model: options} if options else {}},
+        },
+    )
+    return config.cells()[0]
+
+
+@pytest.mark.parametrize("model", ["hyena", "mamba-hyena", "h3-hyena", "baseconv"])
+def test_the_trainer_builds_long_filters_for_the_longest_input(model):
+    """l_max unset: the longest of seq_len and eval_lengths; given: kept, or refused if short."""
+    cell = cell_with(model, [16], [24, 64], {})
+    built = build_model(cell, cell.task.build(cell.seq_len))
+    l_maxes = {m.l_max for m in built.modules() if hasattr(m, "l_max")}
+    assert l_maxes == {64}
+    cell = cell_with(model, [16], [], {"l_max": 100})
+    built = build_model(cell, cell.task.build(cell.seq_len))
+    assert {m.l_max for m in built.modules() if hasattr(m, "l_max")} == {100}
+    cell = cell_with(model, [16], [32], {"l_max": 20})
+    with pytest.raises(
+        ValueError, match=f"model '{model}' has l_max 20 but runs inputs of length 32"
+    ):
+        build_model(cell, cell.task.build(cell.seq_len))
+
+
+def test_models_without_l_max_keep_their_options():
+    assert get("mamba-s6").sized_for({"dt_rank": 2}, 500) == {"dt_rank": 2}

@@ -45,6 +45,27 @@ def test_s4_family_caps_the_ssm_lr_and_does_not_decay_it(model, lr):
     assert any(S4.search(n) for n in got)
 
 
+# safari's HyenaFilter: every implicit_filter (FFN) tensor lr 1e-3, wd 0; PositionalEmbedding's z
+# lr 1e-5, wd 0 (OptimModule.register); the filter's bias and the rest the run's
+HYENA_FFN = re.compile(r"\.ffn\.\d+\.(weight|bias|freq)$")
+HYENA_Z = re.compile(r"\.z$")
+
+
+@pytest.mark.parametrize("model", ["hyena", "mamba-hyena", "h3-hyena"])
+def test_hyena_filter_has_safaris_lr_and_no_decay(model):
+    hp = TrainConfig(lr=3e-4, weight_decay=0.1, optimizer="adamw")
+    got = groups_by_name(model, hp)
+    want = {
+        n: (1e-3, 0.0) if HYENA_FFN.search(n) else (1e-5, 0.0) if HYENA_Z.search(n) else (3e-4, 0.1)
+        for n in got
+    }
+    assert got == want
+    assert sum(1 for n in got if HYENA_FFN.search(n)) == 2 * 8, (
+        "2 layers of 4 Linears (3 biased) and a freq"
+    )
+    assert sum(1 for n in got if HYENA_Z.search(n)) == 2
+
+
 def test_uniform_is_one_group_of_everything():
     model = build("mamba-s6", vocab_size=10, d_model=16, n_layers=2, d_state=4)
     hp = TrainConfig(lr=3e-3, weight_decay=0.1, param_groups="uniform")

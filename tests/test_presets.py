@@ -8,6 +8,7 @@ import pytest
 
 from ssmbench.cli import main
 from ssmbench.experiment.config import PRESET_DIR, PRESETS, load_config
+from ssmbench.experiment.train import build_model
 from ssmbench.tasks import names as task_names
 
 
@@ -53,8 +54,35 @@ def test_zoology_mqar_is_figure_2s_grid():
     assert {t.params["train_examples"] for t in config.settings()} == {100_000}
     batches = {(c.seq_len, c.train.batch_size, c.train.max_steps) for c in config.cells()}
     assert batches == {(64, 512, 12_500), (128, 512, 12_500), (256, 256, 25_000)}  # 64 epochs
-    assert {"transformer", "hyena", "h3", "baseconv", "based", "mamba-s6"} <= set(config.models)
+    figure_2 = {"transformer-abs", "hyena", "h3", "baseconv", "based", "mamba-s6"}
+    assert figure_2 <= set(config.models)
     assert len({c.model_key for c in config.cells()}) == 4 * len(config.models)
+
+
+def test_zoology_mqar_composes_models_as_figure_2():
+    """Figure 2's configs: 4 layers of the mixer alone (attention 2, one head, learned
+    positions), BaseConv kernels [3, -1, 3, -1], Based = Hybrid[BaseConv(3), Based]."""
+    config = load_config("zoology-mqar")
+    kinds = {}
+    for cell in config.cells():
+        if cell.seq_len == 64 and cell.arch.d_model == 64 and cell.model in MIXERS_OF_FIGURE_2:
+            task = cell.task.build(cell.seq_len)
+            model = build_model(cell, task)
+            kinds[cell.model] = [type(layer.fn).__name__ for layer in model.layers]
+    assert kinds == MIXERS_OF_FIGURE_2
+    baseconv = next(c for c in config.cells() if c.model == "baseconv")
+    convs = [layer.fn.conv for layer in build_model(baseconv, baseconv.task.build(64)).layers]
+    assert [getattr(c, "kernel_size", (-1,))[0] for c in convs] == [3, -1, 3, -1]
+
+
+MIXERS_OF_FIGURE_2 = {
+    "transformer-abs": ["CausalSelfAttention"] * 2,
+    "hyena": ["Hyena"] * 4,
+    "h3": ["H3"] * 4,
+    "baseconv": ["BaseConv"] * 4,
+    "based": ["BaseConv", "BasedLinearAttention"] * 4,
+    "mamba-s6": ["MambaBlock"] * 4,
+}
 
 
 MAD_TASKS = {

@@ -10,10 +10,11 @@ from collections import Counter
 
 import pytest
 import torch
+from small_runs import scores_by_length
 
 from ssmbench import tasks
 from ssmbench.experiment.config import load_config
-from ssmbench.experiment.train import train
+from ssmbench.models import get
 from ssmbench.tasks import IGNORE_INDEX
 from ssmbench.tasks.metrics import score_predictions
 from ssmbench.tasks.word_problem import elements, multiplication_table
@@ -318,25 +319,13 @@ def test_rule_based_oracle_scores_one_at_every_range(kind):
 
 def _trained_on_cumulative_parity(model: str, steps: int) -> dict[int, dict]:
     """Trained on lengths 1-16, scored on 1-16 (L 16) and on 16-64 (L 64)."""
-    config = load_config(
-        "smoke",
-        overrides={
-            "models": [model],
-            "lengths": [16],
-            "task": {"name": "cumulative-parity", "train_lengths": "1-16", "test_lengths": "16-64"},
-            "eval_lengths": [64],
-            "arch": {"d_model": 16, "n_layers": 1},
-            "train": {"max_steps": steps, "batch_size": 32, "lr": 1e-2, "eval_every": 50,
-                      "val_size": 128, "test_size": 128, "target_accuracy": 1.0},
-            "measure": {"enabled": False},
-        },
-    )  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train(config.cells()[0], torch.device("cpu"))[1].by_length
-    finally:
-        torch.set_num_threads(threads)
+    return scores_by_length(
+        model,
+        {"name": "cumulative-parity", "train_lengths": "1-16", "test_lengths": "16-64"},
+        16,
+        64,
+        steps,
+    )
 
 
 def test_lstm_learns_cumulative_parity_short_and_keeps_it_long():
@@ -353,15 +342,38 @@ def test_lstm_learns_cumulative_parity_short_and_keeps_it_long():
 
 def test_state_tracking_cpu_trains_short_and_tests_long():
     config = load_config("state-tracking-cpu")
-    assert {t.name for t in config.settings()} == {"parity", "cumulative-parity"}
+    assert {t.name for t in config.settings()} == {"parity"}
     for task, lengths in config.setting_lengths():
         assert (task.params["train_lengths"], task.params["test_lengths"]) == ("3-40", "40-256")
         assert lengths == [40], "trained at the top of train_lengths"
     assert config.eval_lengths == [64, 128, 256] and config.seeds == [0, 1, 2]
-    assert {"lstm", "transformer", "s6", "mamba-s6", "mamba2"} <= set(config.models)
-    assert config.arch.options["mamba-s6"] == {"negative_eigenvalues": True}
+    for base in ("mamba-s6", "mamba2", "deltanet"):  # each side of the eigenvalue range
+        assert {base, f"{base}-neg"} <= set(config.models)
+        assert get(f"{base}-neg").options()["negative_eigenvalues"] is True
+        assert get(base).options()["negative_eigenvalues"] is False
+    assert {"lstm", "transformer", "slstm", "mamba3"} <= set(config.models)
+    assert config.arch.options == {}  # the variants are models, not options of one sweep
     built = config.settings()[0].build(256)
     assert built.length_range(train=False) == (40, 256)
+
+
+def test_grazzi_parity_is_the_papers_protocol():
+    """Grazzi et al. 2025: parity 20k steps, modular arithmetic without and with brackets 100k,
+    trained 3-40, tested 40-256, d_model 128, 2 layers, batch 256, lr 1e-3 with 2,000 warm-up
+    steps, test sets of 8,192, 3 seeds, both eigenvalue ranges, on a GPU."""
+    config = load_config("grazzi-parity")
+    found = {(t.name, t.params.get("brackets")): t for t in config.settings()}
+    assert set(found) == {("parity", None), ("modular-arithmetic", False),
+                          ("modular-arithmetic", True)}  # fmt: skip
+    steps = {(c.task.name, c.task.model_dump().get("brackets")): c.train.max_steps
+             for c in config.cells()}  # fmt: skip
+    assert steps == {("parity", None): 20000, ("modular-arithmetic", False): 100000,
+                     ("modular-arithmetic", True): 100000}  # fmt: skip
+    assert (config.arch.d_model, config.arch.n_layers) == (128, 2) and config.device == "cuda"
+    train = config.train
+    assert (train.batch_size, train.lr, train.warmup_steps) == (256, 1e-3, 2000)
+    assert train.test_size == train.length_test_size == 8192 and config.seeds == [0, 1, 2]
+    assert {"mamba-s6", "mamba-s6-neg", "deltanet", "deltanet-neg"} <= set(config.models)
 
 
 def test_word_problems_cpu_is_a5_and_z60_up_to_k_12():

@@ -33,6 +33,20 @@ TINY = {  # (length, parameters): each task small enough to train a few steps in
     "word-problem": (8, {"group": "S3"}),
     "cumulative-parity": (16, {}),
     "majority": (16, {}),
+    "forgetting-mqar": (16, {"num_kv_pairs": 2, "num_updates": 1, "vocab_size": 32}),
+    "compositional-mqar": (24, {"num_kv_pairs": 4, "vocab_size": 64}),
+    "string-copy": (16, {"vocab_size": 8, "train_lengths": "5-16", "test_lengths": "16-32"}),
+    "ngram-lookup": (
+        24,
+        {
+            "vocab_size": 12,
+            "n_gram": 2,
+            "length_answer": 2,
+            "train_lengths": "15-24",
+            "test_lengths": "24-48",
+        },
+    ),
+    "flip-flop": (16, {}),
 }
 
 

@@ -28,6 +28,11 @@ SMALL = {
     "word-problem": {"seq_len": 16, "group": "S3"},
     "cumulative-parity": {"seq_len": 16},
     "majority": {"seq_len": 16},  # 15 bits: no ties
+    "forgetting-mqar": {"seq_len": 32, "num_kv_pairs": 4, "num_updates": 2, "vocab_size": 64},
+    "compositional-mqar": {"seq_len": 32, "num_kv_pairs": 4, "vocab_size": 64},
+    "string-copy": {"seq_len": 16, "vocab_size": 8, "train_lengths": "5-16"},
+    "ngram-lookup": {"seq_len": 24, "n_gram": 2, "length_answer": 2, "train_lengths": "15-24"},
+    "flip-flop": {"seq_len": 16},
 }
 
 
@@ -200,6 +205,11 @@ CHANCE = {  # accuracy of a constant prediction of an answer token: 1 / answer a
     "word-problem": 1 / 6,
     "cumulative-parity": 1 / 2,
     "majority": 1 / 2,
+    "forgetting-mqar": 1 / 32,
+    "compositional-mqar": 1 / 22,
+    "string-copy": 1 / 4,
+    "ngram-lookup": 1 / 26,
+    "flip-flop": 1 / 2,
 }
 
 
@@ -228,6 +238,10 @@ ALPHABETS = {  # scored labels are uniform over these tokens
     "word-problem": range(0, 6),
     "cumulative-parity": range(0, 2),
     "majority": range(0, 2),
+    "forgetting-mqar": range(32, 64),
+    "compositional-mqar": range(42, 64),
+    "string-copy": range(0, 4),
+    "flip-flop": range(3, 5),
 }
 
 

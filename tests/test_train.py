@@ -135,15 +135,20 @@ def test_diverging_loss_is_reported():
 def test_mamba_s6_learns_selective_copying_and_gated_mlp_cannot():
     """Within 700 steps Mamba-S6 >= 0.9 (it stops at 97% validation accuracy, usually well
     before), the token-blind gated MLP <= 0.2 after 200."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)
     results = {}
-    for model, steps in (("mamba-s6", 700), ("gated-mlp", 200)):
-        budget = {"max_steps": steps, "val_size": 256, "test_size": 512, "target_accuracy": 0.97}
-        config = load_config(
-            "quick",
-            overrides={"models": [model], "lengths": [32], "train": budget},
-        )  # d_model 64, 2 layers, batch 32, lr 3e-3
-        results[model] = train(config.cells()[0], CPU)[1].accuracy
+    try:
+        for model, steps in (("mamba-s6", 700), ("gated-mlp", 200)):
+            budget = {"max_steps": steps, "val_size": 256, "test_size": 512,
+                      "target_accuracy": 0.97}  # fmt: skip
+            config = load_config(
+                "quick",
+                overrides={"models": [model], "lengths": [32], "train": budget},
+            )  # d_model 64, 2 layers, batch 32, lr 3e-3
+            results[model] = train(config.cells()[0], CPU)[1].accuracy
+    finally:
+        torch.set_num_threads(threads)  # nothing leaks into the next test
     assert results["mamba-s6"] >= 0.9, results
     assert results["gated-mlp"] <= 0.2, results
 

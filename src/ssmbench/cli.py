@@ -1,4 +1,4 @@
-"""The `ssmbench` command: run, bench, report, export, models, presets.
+"""The `ssmbench` command: run, bench, report, export, export-data, models, presets, tasks, env.
 
 Every bad input is caught here, at the edge, before anything is written: it exits with code 2
 and one line on standard error that says what is wrong (at most LINE_LIMIT characters of it:
@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from ssmbench import runtime  # noqa: F401  first: sets OpenMP up before torch loads
-from ssmbench.experiment.config import PRESETS, ConfigError, clip, parse_yaml, shown
+from ssmbench.experiment.config import PRESETS, ConfigError, SinkName, clip, parse_yaml, shown
 from ssmbench.files import ForeignFile, OutputError
 from ssmbench.ops.scan import BACKENDS
 
@@ -103,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("presets", help="list the presets: description, cells, estimated cost")
     sub.add_parser("tasks", help="list the tasks with their parameters and defaults")
+    _add_export_data(sub)
+    sub.add_parser(
+        "env", help="print the environment every result records (versions, CPU, GPU), to paste "
+        "into a bug report",
+    )  # fmt: skip
     return parser
 
 
@@ -157,18 +163,6 @@ def _add_run(sub: Any) -> None:
         help="lengths the best weights are tested at after training (training length "
         "always included; default: the preset's, else the training length only)",
     )
-    run.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], help="(default: the preset's, else auto)"
-    )
-    run.add_argument("--scan", choices=BACKENDS, help="selective-scan backend (default: auto)")
-    run.add_argument("--threads", type=int, help="torch threads per cell (default: cores/workers)")
-    run.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="torch.compile each model for training and cost; compile time is recorded apart as "
-        "compile_s (default: the preset's, else off: slower on a 2-core CPU)",
-    )
     _add_run_options(run)
 
 
@@ -194,29 +188,36 @@ def _task_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """How and where `run` trains: device, kernels, threads, executors, logging, output."""
+    run.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="(default: the preset's, else auto)"
+    )
+    run.add_argument("--scan", choices=BACKENDS, help="selective-scan backend (default: auto)")
+    run.add_argument("--threads", type=int, help="torch threads per cell (default: cores/workers)")
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile each model for training and cost; compile time is recorded apart as "
+        "compile_s (default: the preset's, else off: slower on a 2-core CPU)",
+    )
     run.add_argument(
         "--plugins",
         type=_list_of(str, "module names"),
         help="modules to import first; they may register more models (default: none)",
     )
-    run.add_argument("--executor", choices=["local", "ray"], help="(default: local)")
-    run.add_argument("--workers", type=int, help="cells at once, local executor (default: 1)")
+    _add_executor_options(run)
     run.add_argument(
-        "--ray-address",
-        help="auto or HOST:PORT of a running Ray cluster (default: start a local one)",
-    )
-    run.add_argument("--ray-num-cpus", type=float, help="CPUs per cell on Ray (default 1)")
-    run.add_argument("--ray-num-gpus", type=float, help="GPUs per CUDA cell on Ray (default 1)")
-    run.add_argument(
-        "--retries", type=int, help="Ray retries of a cell whose worker died (default 0)"
-    )
+        "--log", action="append", choices=get_args(SinkName),
+        help="also log every cell to TensorBoard (OUT/tb) or W&B (OUT/wandb; WANDB_MODE=offline "
+        "keeps it on this machine); repeatable (default: neither)",
+    )  # fmt: skip
     run.add_argument("--out", type=Path, help="output folder (default runs/PRESET)")
     run.add_argument(
         "--force",
         action="store_true",
         help="start clean: discard every result and checkpoint in --out",
     )
-
     run.add_argument(
         "--dry-run",
         action="store_true",
@@ -241,6 +242,81 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_executor_options(run: argparse.ArgumentParser) -> None:
+    """Where the cells run: locally, on Ray or on SLURM."""
+    run.add_argument("--executor", choices=["local", "ray", "slurm"], help="(default: local)")
+    run.add_argument("--workers", type=int, help="cells at once, local executor (default: 1)")
+    run.add_argument(
+        "--ray-address",
+        help="auto or HOST:PORT of a running Ray cluster (default: start a local one)",
+    )
+    run.add_argument("--ray-num-cpus", type=float, help="CPUs per cell on Ray (default 1)")
+    run.add_argument("--ray-num-gpus", type=float, help="GPUs per CUDA cell on Ray (default 1)")
+    run.add_argument(
+        "--retries", type=int, help="Ray or SLURM retries of a cell whose worker died (default 0)"
+    )
+    _add_slurm_options(run)
+
+
+def _add_slurm_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--slurm-partition", help="partition of every SLURM job (default: the cluster's)"
+    )
+    run.add_argument(
+        "--slurm-gpus", type=int, help="GPUs per SLURM job (default: 1 for CUDA cells, else 0)"
+    )
+    run.add_argument(
+        "--slurm-time", type=int, metavar="MINUTES",
+        help="time limit of a SLURM job: a job about to run out checkpoints and is requeued "
+        "(default 240)",
+    )  # fmt: skip
+    run.add_argument(
+        "--slurm-extra", action="append", type=_sbatch_flags, metavar="FLAGS",
+        help="more sbatch flags, comma-separated and repeatable: --slurm-extra=--account=abc,"
+        "--qos=high or --slurm-extra account=abc (a comma inside a value, as in "
+        "--exclude=n1,n2, stays in it; default: none)",
+    )  # fmt: skip
+
+
+def _sbatch_flags(text: str) -> list[str]:
+    """Comma-separated sbatch flags: a comma starts a new one only before `--name` or `name=`."""
+    return [flag for flag in re.split(r",(?=--[A-Za-z]|[A-Za-z][\w-]*=)", text) if flag]
+
+
+def _add_export_data(sub: Any) -> None:
+    data = sub.add_parser(
+        "export-data",
+        help="write a task's fixed validation and test sets as Parquet or JSON Lines (for "
+        "Hugging Face datasets), with the task's parameters and a fingerprint",
+    )
+    data.add_argument("task", help="the task (see `ssmbench tasks`)")
+    data.add_argument(
+        "--param", action="append", type=_key_value, metavar="KEY=VALUE",
+        help="a task parameter (repeatable), e.g. --param n_tokens=16 (default: the task's own)",
+    )  # fmt: skip
+    data.add_argument("--seq-len", type=int, help="(default: the task's usual length)")
+    data.add_argument("--val-size", type=int, help="validation examples (default: the trainer's)")
+    data.add_argument("--test-size", type=int, help="test examples (default: the trainer's)")
+    data.add_argument(
+        "--train-examples", type=int, metavar="N",
+        help="also the first N training examples a run of --seed draws in batches of "
+        "--batch-size (not the task parameter train_examples; default: none)",
+    )  # fmt: skip
+    data.add_argument("--seed", type=int, default=0, help="training seed, for --train-examples")
+    data.add_argument(
+        "--batch-size", type=int, help="training batch size, for --train-examples (default: the "
+        "trainer's)",
+    )  # fmt: skip
+    data.add_argument(
+        "--format", choices=["parquet", "jsonl"],
+        help="(default: jsonl for a .jsonl or .json file, else parquet)",
+    )  # fmt: skip
+    data.add_argument(
+        "-o", "--output", type=Path, required=True, help="the file to write (required: no default)"
+    )
+    data.add_argument("--force", action="store_true", help="replace an existing file")
+
+
 def _add_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="time, memory and utilization only, no training")
     bench.add_argument("--models", type=_list_of(str, "model names"), help="(default: every model)")
@@ -261,6 +337,20 @@ def _add_bench(sub: Any) -> None:
     bench.add_argument(
         "--compile", choices=["off", "on", "both"], default="off",
         help="torch.compile the models; 'both' measures eager and compiled side by side",
+    )  # fmt: skip
+    bench.add_argument(
+        "--decode", action="store_true",
+        help="time recurrent decoding instead: tokens/s and memory of generating --new-tokens "
+        "after prompts of --lengths tokens, at each of --decode-batches",
+    )  # fmt: skip
+    bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated (--decode)")
+    bench.add_argument(
+        "--decode-batches", type=_list_of(int, "integers"), default=[1, 8, 64],
+        help="comma-separated batch sizes for --decode (default: 1,8,64)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--profile", action="store_true",
+        help="also profile each model's training step: time by module group and by op",
     )  # fmt: skip
     bench.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
 
@@ -303,6 +393,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "ray_num_gpus": args.ray_num_gpus,
         "retries": args.retries,
         "compile": args.compile,
+        "log": args.log,
+        "slurm_partition": args.slurm_partition,
+        "slurm_gpus": args.slurm_gpus,
+        "slurm_time": args.slurm_time,
+        "slurm_extra": sum(args.slurm_extra, []) if args.slurm_extra else None,
     }
     overrides = {k: v for k, v in flat.items() if v is not None}
     if args.steps is not None:
@@ -324,11 +419,13 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
         check_writable,
     )
 
-    config = load_config(args.preset, args.config, _overrides(args))
+    config = _with_usable_sinks(load_config(args.preset, args.config, _overrides(args)))
     if config.executor == "ray":
         from ssmbench.experiment.executors.ray_cluster import check_address
 
         check_address(config.ray_address)
+    elif config.executor == "slurm":
+        _check_slurm()
     else:
         _check_local_fit(config, args.skip_memory_check, args.dry_run)
     out = args.out or Path("runs") / config.preset
@@ -337,6 +434,29 @@ def _plan_run(args: argparse.Namespace) -> tuple[Any, Path]:
     check_own_files(out)
     check_compatible(config, out, args.force)
     return config, out
+
+
+def _with_usable_sinks(config: Any) -> Any:
+    """The config without the logging sinks whose package is missing, each said in one line."""
+    from ssmbench.experiment.sinks import usable
+
+    config, warnings = usable(config)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    return config
+
+
+def _check_slurm() -> None:
+    """ConfigError unless submitit imports and a SLURM cluster takes jobs here."""
+    try:
+        from ssmbench.experiment.executors.slurm import check_cluster
+    except ModuleNotFoundError as e:
+        if e.name != "submitit":
+            raise
+        raise ConfigError(
+            '--executor slurm needs submitit: pip install "ssmbench[slurm]"'
+        ) from None
+    check_cluster()
 
 
 def _check_local_fit(config: Any, skip_memory_check: bool, dry_run: bool = False) -> None:
@@ -481,6 +601,14 @@ def run_bench_command(args: argparse.Namespace) -> None:
         cost = f"train {row['train_ms']:.2f} ms" if row["status"] == "done" else row["error"]
         print(f"{row['model']} at {row['seq_len']}: {row['status']}, {cost}", file=sys.stderr)
 
+    if args.decode:
+        from ssmbench.experiment.decode import decode_bench
+        from ssmbench.report.bench import format_decode
+
+        rows = decode_bench(args.models or names(), args.decode_batches, args.lengths,
+                            args.new_tokens, device=args.device)  # fmt: skip
+        print(json.dumps(rows, indent=2) if args.json else format_decode(rows))
+        return
     rows = bench(
         args.models or names(),
         args.lengths,
@@ -490,6 +618,7 @@ def run_bench_command(args: argparse.Namespace) -> None:
         repeats=args.repeats,
         on_row=progress,
         compile_modes=COMPILE_MODES[getattr(args, "compile", "off")],
+        profile=args.profile,
     )
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -498,15 +627,20 @@ def run_bench_command(args: argparse.Namespace) -> None:
 
 
 def _models() -> None:
-    """Every registered model at the default width (d_model 64, d_state 16, 2 layers)."""
+    """Every registered model at the default width (d_model 64, d_state 16, 2 layers, vocab 16,
+    long filters built for L = 1024): its parameters, those of one layer's mixers (what upstream
+    counts per layer: no norms, embedding or head) and its state."""
     from ssmbench.models import MODELS, build, n_params
 
     L = 1024
-    print(f"{'model':<18} {'family':<17} {'parameters':>10} {f'state (L={L})':>14}  source")
+    print(f"{'model':<18} {'family':<17} {'parameters':>10} {'per layer':>10} "
+          f"{f'state (L={L})':>14}  source")  # fmt: skip
     for name, spec in MODELS.items():
         params = n_params(build(name, vocab_size=16))
+        layer = sum(n_params(m) for m in spec.make_layers(64, 16))
         state = spec.state(64, 16, L)
-        print(f"{name:<18} {spec.family:<17} {params:>10,} {state:>14,}  {spec.reference}")
+        print(f"{name:<18} {spec.family:<17} {params:>10,} {layer:>10,} {state:>14,}  "
+              f"{spec.reference}")  # fmt: skip
 
 
 def _tasks() -> None:
@@ -519,6 +653,37 @@ def _tasks() -> None:
         print(f"{name:<24} {cls.summary} [{cls.source}{usual}]")
         for key, (default, description) in parameters(name).items():
             print(f"    {key:<20} {default!s:<8} {description}")
+
+
+def _export_data(args: argparse.Namespace) -> int:
+    """`ssmbench export-data`: 0 with the file written, 2 (one line, nothing written) if not."""
+    from ssmbench.experiment.export_data import export
+
+    try:
+        exported = export(
+            args.output, args.format, args.force, args.task, params=dict(args.param or []),
+            seq_len=args.seq_len, val_size=args.val_size, test_size=args.test_size,
+            train_rows=args.train_examples, seed=args.seed, batch_size=args.batch_size,
+        )  # fmt: skip
+    except (ConfigError, ValueError) as e:
+        _error(str(e))
+        return 2
+    counts = ", ".join(f"{len(x)} {name}" for name, (x, _) in exported.splits.items())
+    print(f"{args.output}: {counts} ({exported.meta['task_key']}, fingerprint "
+          f"{exported.meta['fingerprint']})")  # fmt: skip
+    return 0
+
+
+def _env() -> None:
+    """The record every result stores, on the device `auto` picks, as a block to paste."""
+    from ssmbench.experiment.measure import environment, resolve_device
+
+    record = environment(resolve_device("auto"))
+    width = max(map(len, record))
+    lines = [
+        f"{key:<{width}}  {'none' if value is None else value}" for key, value in record.items()
+    ]
+    print("```text\n" + "\n".join(lines) + "\n```")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,8 +722,12 @@ def _main(argv: list[str] | None = None) -> int:
         _error(str(e))
         return 2
 
+    if args.command == "export-data":
+        return _export_data(args)
     if args.command == "models":
         _models()
+    elif args.command == "env":
+        _env()
     elif args.command == "tasks":
         _tasks()
     elif args.command == "presets":

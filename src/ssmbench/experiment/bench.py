@@ -23,11 +23,12 @@ from ssmbench.experiment.measure import (
     measure,
     resolve_device,
 )
+from ssmbench.experiment.profile import profile_training
 from ssmbench.experiment.task_config import DEFAULT_TASK, TaskSection, parse_task
 from ssmbench.experiment.train import as_compile_failure
 from ssmbench.models import build, get, n_params, names
 from ssmbench.models.autoencoder import with_readout
-from ssmbench.models.kernels import recorded_backends
+from ssmbench.models.kernels import KERNEL_FIELDS, recorded_backends
 from ssmbench.tasks import Task
 
 # The study's published Results tables (/work/shared/study/results.md: FilippoOlivo/SSM,
@@ -116,12 +117,15 @@ def bench(
     repeats: int = 20,
     on_row: Callable[[dict], None] | None = None,
     compile_modes: tuple[bool, ...] = (False,),
+    profile: bool = False,
 ) -> list[dict]:
     """One row per (model, length, compiled or not), lengths outermost so that the models
     compared at one length are measured one after another. A model that fails (e.g. out of
     memory) gives a row with status 'oom' or 'failed' and the error text; the others have status
     'done'. Each row also says how far the step runs from the peak (experiment/flops.py), the
-    peak being a float32 matmul timed once at the start on the same device and threads."""
+    peak being a float32 matmul timed once at the start on the same device and threads. With
+    `profile`, each eager row also has `profile`: where its training step's time goes
+    (experiment/profile.py), taken after the timed steps."""
     section = task or task_section()
     tasks = checked_tasks(models, lengths, section, batch_size, warmup, repeats)
     torch_device = resolve_device(device)
@@ -147,14 +151,12 @@ def bench(
                 "params": None,
                 **dict.fromkeys(MEASURES),
                 **dict.fromkeys(PEAK_FIGURES),
-                "scan_backend": None,
-                "conv_backend": None,
-                "ssd_backend": None,
+                **dict.fromkeys(field for field, _ in KERNEL_FIELDS.values()),
                 "status": "done",
                 "error": None,
                 **env,
             }
-            how = (seed, warmup, repeats, compiled, task.seq_len)
+            how = (seed, warmup, repeats, compiled, task.seq_len, profile and not compiled)
             row.update(_measure_model(name, task, arch, inputs, labels, torch_device, how, peak))
             rows.append(row)
             if on_row is not None:
@@ -164,12 +166,13 @@ def bench(
 
 def _measure_model(name, task, arch, inputs, targets, device, how, peak) -> dict:
     """A row's measured fields, or its status and error when the model fails (e.g. oom); how is
-    (seed, warmup, repeats, compiled, seq_len)."""
-    seed, warmup, repeats, compiled, seq_len = how
+    (seed, warmup, repeats, compiled, seq_len, profiled)."""
+    seed, warmup, repeats, compiled, seq_len, profiled = how
     found: dict = {}
     try:
         torch.manual_seed(seed)
-        model = with_readout(build(name, task.vocab_size, **arch), task.readout).to(device)
+        options = get(name).sized_for(arch, task.input_len)
+        model = with_readout(build(name, task.vocab_size, **options), task.readout).to(device)
         found["params"] = n_params(model)
         found.update(get(name).describe(arch["d_model"], arch["d_state"], seq_len))
         found.update(recorded_backends(model, device))
@@ -177,6 +180,8 @@ def _measure_model(name, task, arch, inputs, targets, device, how, peak) -> dict
         found.update(measure(model, inputs, targets, device, warmup, repeats, compile=compiled))
         flops = train_step_flops(model, inputs, targets)
         found.update(distance_from_peak(flops, found["train_ms"], inputs.numel(), peak))
+        if profiled:
+            found["profile"] = profile_training(model, inputs, targets)
     except torch.OutOfMemoryError as error:
         found.update(status="oom", error=f"{type(error).__name__}: {error}")
     except Exception as error:  # one model's failure must not stop the others
@@ -262,4 +267,27 @@ def growth(rows: list[dict]) -> list[dict]:
                 "meets_target": _at_most(ratio, target),
             }
         )
+    return found
+
+
+def crossover(
+    rows: list[dict], metric: str = "train_ms", length: str = "seq_len",
+    reference: str = "transformer",
+) -> dict[str, int | None]:  # fmt: skip
+    """Per model, the shortest measured `length` from which it is faster than `reference` (a
+    lower `metric` at that length and at every longer one both measured), or None when it is not
+    faster at the longest. Rows: bench's (train_ms by seq_len) or one batch size's decode rows
+    (ms_per_token by prompt)."""
+    measured = [r for r in rows if r["status"] == "done" and r.get(metric) is not None]
+    times = {(r["model"], r[length]): r[metric] for r in measured if not r.get("compiled")}
+    found: dict[str, int | None] = {}
+    for model in dict.fromkeys(name for name, _ in times):
+        if model == reference:
+            continue
+        both = sorted(n for name, n in times if name == model and (reference, n) in times)
+        found[model] = None
+        for n in reversed(both):  # from the longest down, while it stays faster
+            if times[model, n] >= times[reference, n]:
+                break
+            found[model] = n
     return found

@@ -25,6 +25,7 @@ import torch
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.measure import environment, measure, resolve_device
 from ssmbench.experiment.results import CellResult, Status
+from ssmbench.experiment.sinks import LogSpec, job_log
 from ssmbench.experiment.train import (
     CompileBackend,
     Diverged,
@@ -84,10 +85,10 @@ def _prepare(cell: CellConfig) -> torch.device:
 def _describe(cell: CellConfig, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """Parameters, the registry's facts (display name, family, state size...), the environment,
     and the backend of each kernel family the model's modules call (scan, conv, SSD)."""
-    arch = cell.arch
-    facts = get(cell.model).describe(
-        arch.d_model, arch.d_state, cell.seq_len, **arch.options.get(cell.model, {})
-    )
+    sizes = cell.arch.build_kwargs(cell.model)  # d_model, n_layers, d_state and the options
+    d_model, d_state = sizes.pop("d_model"), sizes.pop("d_state")
+    sizes.pop("n_layers")
+    facts = get(cell.model).describe(d_model, d_state, cell.seq_len, **sizes)
     return {
         "params": sum(p.numel() for p in model.parameters()),
         **facts,
@@ -212,6 +213,18 @@ def job_id(kind: Kind, cell: CellConfig) -> str:
 
 
 def run_job(
-    kind: Kind, cell: CellConfig, out_dir: Path, on_progress: Progress | None = None
+    kind: Kind,
+    cell: CellConfig,
+    out_dir: Path,
+    on_progress: Progress | None = None,
+    log: LogSpec | None = None,
 ) -> CellResult:
-    return run_cell(cell, out_dir, on_progress) if kind == "train" else measure_cell(cell)
+    """Run one job; `log`: the sweep's logging sinks, fed from here and never failing it."""
+    with job_log(log, kind, cell, out_dir, on_progress) as sinks:
+        if kind == "train":
+            result = run_cell(cell, out_dir, sinks.on_point())
+            sinks.finish(result)
+        else:
+            result = measure_cell(cell)
+            sinks.costs(result)
+    return result

@@ -17,6 +17,7 @@ import copy
 import importlib
 import importlib.resources
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -84,18 +85,26 @@ class _Strict(BaseModel):
         return value
 
 
+SIZES = frozenset({"n_layers", "d_state"})  # sizes a model's options may set for that model
+
+
 class ArchConfig(_Strict):
     d_model: PositiveInt = 64
     n_layers: PositiveInt = 2
     d_state: PositiveInt = 16
-    # per-model options, e.g. {"mamba-s6": {"dt_rank": 8}}; `ssmbench models` names them
+    # per-model options, e.g. {"mamba-s6": {"dt_rank": 8}}; `ssmbench models` names them; also
+    # n_layers and d_state, to give one model its own depth or state (zoology's Figure 2)
     options: dict[str, dict[str, int | float | bool | str]] = {}
 
     @field_validator("options")
     @classmethod
     def _known_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for model, values in options.items():
-            model_spec(model).check_options(values)  # a ValueError names what is wrong
+            for size in SIZES.intersection(values):
+                if type(values[size]) is not int or values[size] < 1:
+                    raise ValueError(f"{model}'s {size} must be an integer >= 1")
+            layer_options = {k: v for k, v in values.items() if k not in SIZES}
+            model_spec(model).check_options(layer_options)  # a ValueError names what is wrong
         return options
 
     def build_kwargs(self, model: str) -> dict[str, Any]:
@@ -201,6 +210,8 @@ class CellConfig(_Cell):
 
 
 Length = Annotated[int, Field(strict=True, gt=0)]
+SinkName = Literal["tensorboard", "wandb"]
+_SBATCH_FLAG = re.compile(r"(--)?[A-Za-z][A-Za-z0-9_-]*(=\S.*)?")  # --name=value, --name
 
 
 class TaskSetting(_Strict):
@@ -264,12 +275,33 @@ class SweepConfig(_Cell):
     lrs: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
     weight_decays: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=1)
     seeds: list[Annotated[int, Field(strict=True)]] = Field([0], min_length=1)
-    executor: Literal["local", "ray"] = "local"
+    executor: Literal["local", "ray", "slurm"] = "local"
     workers: PositiveInt = 1
     ray_address: str | None = None
     ray_num_cpus: float = Field(1.0, gt=0)
     ray_num_gpus: float = Field(1.0, gt=0, le=1)
-    retries: int = Field(0, ge=0)
+    retries: int = Field(0, ge=0)  # Ray and SLURM: reruns of a cell whose worker died
+    # logging sinks fed by the workers (experiment/sinks.py); not part of the fingerprint
+    log: list[SinkName] = []
+    slurm_partition: str | None = None
+    slurm_gpus: int | None = Field(None, ge=0)  # per job; None: 1 for CUDA cells, else 0
+    slurm_time: PositiveInt = 240  # minutes per job; a job timed out is checkpointed, requeued
+    slurm_extra: list[str] = []  # more sbatch flags: "--account=abc" or "account=abc"
+
+    @field_validator("log")
+    @classmethod
+    def _once_each(cls, log: list[str]) -> list[str]:
+        return list(dict.fromkeys(log))
+
+    @field_validator("slurm_extra")
+    @classmethod
+    def _sbatch_flags(cls, flags: list[str]) -> list[str]:
+        for flag in flags:
+            if not _SBATCH_FLAG.fullmatch(flag):
+                raise ValueError(
+                    f"{shown(flag)} is not an sbatch flag; write --name=value, e.g. --account=abc"
+                )
+        return flags
 
     @field_validator("models")
     @classmethod

@@ -371,12 +371,55 @@ def _cpu_name() -> str | None:
     return found.group(1).strip() if found else platform.processor() or None
 
 
-def environment(device: torch.device) -> dict:
-    """Where and with what a measurement was made."""
+ABSENT = "absent"  # the version of a package or toolkit this environment does not have
+# The kernel packages a result depends on: record key -> the distributions that install it.
+KERNEL_PACKAGES = {
+    "mamba_ssm": ("mamba-ssm",),
+    "causal_conv1d": ("causal-conv1d",),
+    "fla": ("fla-core", "flash-linear-attention"),
+    "triton": ("triton",),
+}
+
+
+def _installed(*distributions: str) -> str | None:
+    """The version of the first of `distributions` installed, else None."""
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _gpu(device: torch.device) -> dict[str, object]:
+    """Name, memory (MiB) and driver of the GPU `device` is (NVML's when nvidia-ml-py reads it,
+    else torch's, which knows no driver); None for each off CUDA."""
+    if device.type != "cuda":
+        return {"gpu_name": None, "gpu_memory_mib": None, "gpu_driver": None}
+    index = device.index if device.index is not None else torch.cuda.current_device()
     try:
-        version = importlib.metadata.version("ssmbench")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        name, driver = pynvml.nvmlDeviceGetName(handle), pynvml.nvmlSystemGetDriverVersion()
+        return {
+            "gpu_name": name.decode() if isinstance(name, bytes) else name,
+            "gpu_memory_mib": round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / MiB),
+            "gpu_driver": driver.decode() if isinstance(driver, bytes) else driver,
+        }
+    except Exception:  # nvidia-ml-py missing, or NVML can't read this device (e.g. MIG, ROCm)
+        properties = torch.cuda.get_device_properties(index)
+        return {
+            "gpu_name": properties.name,
+            "gpu_memory_mib": round(properties.total_memory / MiB),
+            "gpu_driver": None,
+        }
+
+
+def environment(device: torch.device) -> dict:
+    """Where and with what a measurement was made: the versions GPU numbers depend on (torch,
+    CUDA or ROCm, the kernel packages; "absent" where there is none), the CPU and the GPU."""
     return {
         "device": device.type,
         "device_name": (
@@ -384,9 +427,14 @@ def environment(device: torch.device) -> dict:
         ),
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
-        "ssmbench_version": version,
+        "ssmbench_version": _installed("ssmbench"),
         "git_commit": _git_commit(),
         "python_version": platform.python_version(),
-        "cuda_version": torch.version.cuda,
+        "cuda_version": torch.version.cuda or ABSENT,
+        "rocm_version": getattr(torch.version, "hip", None) or ABSENT,
+        **{f"{key}_version": _installed(*d) or ABSENT for key, d in KERNEL_PACKAGES.items()},
+        "cpu_model": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        **_gpu(device),
         "hostname": socket.gethostname(),
     }

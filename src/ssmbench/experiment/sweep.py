@@ -23,6 +23,7 @@ from ssmbench.experiment.executors import Executor
 from ssmbench.experiment.lock import LOCKFILE, folder_lock
 from ssmbench.experiment.progress import SweepDisplay
 from ssmbench.experiment.results import FINISHED, CellResult, Status
+from ssmbench.experiment.sinks import log_spec
 from ssmbench.experiment.store import FILENAME, Store, StoreError, journal_of
 from ssmbench.files import OutputError, check_own
 from ssmbench.report import FIGURES, REPORT
@@ -130,7 +131,9 @@ def open_store(config: SweepConfig, out: Path, force: bool) -> Store:
 
 
 def make_executor(config: SweepConfig, alone: bool = False) -> Executor:
-    """The config's executor; `alone`: one job at a time (for measuring costs)."""
+    """The config's executor, its workers logging where the config says; `alone`: one job at a
+    time (for measuring costs)."""
+    log = log_spec(config)
     if config.executor == "ray":
         from ssmbench.experiment.executors.ray_cluster import RayExecutor
 
@@ -140,10 +143,23 @@ def make_executor(config: SweepConfig, alone: bool = False) -> Executor:
             config.ray_num_gpus,
             config.retries,
             max_in_flight=1 if alone else None,
+            log=log,
+        )
+    if config.executor == "slurm":
+        from ssmbench.experiment.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor(
+            partition=config.slurm_partition,
+            gpus=config.slurm_gpus,
+            time_min=config.slurm_time,
+            extra=list(config.slurm_extra),
+            retries=config.retries,
+            max_in_flight=1 if alone else None,
+            log=log,
         )
     from ssmbench.experiment.executors.local import LocalExecutor
 
-    return LocalExecutor(1 if alone else config.workers)
+    return LocalExecutor(1 if alone else config.workers, log=log)
 
 
 def cost_cells(config: SweepConfig) -> list[CellConfig]:

@@ -37,7 +37,7 @@ from torch import nn
 from ssmbench.experiment.config import CellConfig, TrainConfig
 from ssmbench.files import atomic_write
 from ssmbench.layers.marks import marks_of
-from ssmbench.models import build
+from ssmbench.models import build, get
 from ssmbench.models.autoencoder import with_readout
 from ssmbench.tasks import Score, Task, loss, score
 from ssmbench.tasks.data import Batch, TrainingStream, fixed_test_set, held_out
@@ -342,8 +342,11 @@ class TrainState:
 
 
 def build_model(cell: CellConfig, task: Task) -> nn.Module:
-    """The cell's model with the task's readout (the model's own head, or MAD's autoencoder)."""
-    model = build(cell.model, task.vocab_size, **cell.arch.build_kwargs(cell.model))
+    """The cell's model with the task's readout (the model's own head, or MAD's autoencoder),
+    sized for the longest input the cell trains or evaluates on (a model's `l_max`)."""
+    longest = max(task.at_length(n).input_len for n in {cell.seq_len, *cell.eval_lengths})
+    options = get(cell.model).sized_for(cell.arch.build_kwargs(cell.model), longest)
+    model = build(cell.model, task.vocab_size, **options)
     return with_readout(model, task.readout)
 
 

@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmbench.layers.attention import rotary
-from ssmbench.ops.linear_attention import linear_attention
+from ssmbench.ops.linear_attention import linear_attention, linear_attention_step
+
+
+def state_of(layer: GLA | RetNet, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """The zero state S (B, H, K, V) of a gated linear attention."""
+    H = layer.n_heads
+    key, value = layer.k_proj.out_features // H, layer.v_proj.out_features // H
+    return like.new_zeros(batch, H, key, value)
 
 
 def heads(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -74,6 +81,17 @@ class GLA(nn.Module):
         o = linear_attention(q * q.shape[-1] ** -0.5, k, v, log_decay, self.chunk)
         return self.out(o, x)  # (B, H, L, V) -> (B, L, D)
 
+    def init_state(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        return state_of(self, batch, like)
+
+    def step(self, x: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, D) -> (B, D), the state S (B, H, K, V)."""
+        H = self.n_heads
+        q, k, v = (p(x).unflatten(-1, (H, -1)) for p in (self.q_proj, self.k_proj, self.v_proj))
+        log_decay = F.logsigmoid(self.gk_proj(x)).unflatten(-1, (H, -1)) / 16  # (B, H, K)
+        o, S = linear_attention_step(S, q * q.shape[-1] ** -0.5, k, v, log_decay)
+        return self.out(o[:, :, None], x[:, None])[:, 0], S
+
 
 class RetNet(nn.Module):
     def __init__(
@@ -104,6 +122,19 @@ class RetNet(nn.Module):
         log_decay = self.log_gamma.to(q.dtype)[:, None, None].expand(*q.shape[:3], 1)
         o = linear_attention(q * q.shape[-1] ** -0.5, k, v, log_decay, self.chunk)
         return self.out(o, x)
+
+    def init_state(self, batch: int, like: torch.Tensor) -> tuple:
+        return state_of(self, batch, like), 0  # S (B, H, K, V), position t
+
+    def step(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """x (B, D) at position t -> (B, D)."""
+        S, t = state
+        H = self.n_heads
+        q, k, v = (p(x).view(x.shape[0], H, 1, -1) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k = rotary(q, offset=t)[:, :, 0], rotary(k, offset=t)[:, :, 0]  # (B, H, K)
+        log_decay = self.log_gamma.to(q.dtype)[:, None].expand(x.shape[0], H, 1)
+        o, S = linear_attention_step(S, q * q.shape[-1] ** -0.5, k, v[:, :, 0], log_decay)
+        return self.out(o[:, :, None], x[:, None])[:, 0], (S, t + 1)
 
 
 def taylor_features(x: torch.Tensor) -> torch.Tensor:
@@ -136,3 +167,19 @@ class BasedLinearAttention(nn.Module):
         o = linear_attention(q, k, v1, no_decay, self.chunk)  # (B, H, L, Dv + 1)
         y = o[..., :-1] / (o[..., -1:] + 1e-12)  # (B, H, L, Dv)
         return self.o_proj(y.transpose(1, 2).flatten(2))
+
+    def init_state(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """S (B, H, 1 + f + f², Dv + 1): the features' sums of v and of 1 (the normalizer)."""
+        f = self.q_proj.out_features // self.n_heads
+        value = self.v_proj.out_features // self.n_heads
+        return like.new_zeros(batch, self.n_heads, 1 + f + f * f, value + 1)
+
+    def step(self, x: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, D) -> (B, D)."""
+        H = self.n_heads
+        q, k = (taylor_features(p(x).unflatten(-1, (H, -1))) for p in (self.q_proj, self.k_proj))
+        v = self.v_proj(x).unflatten(-1, (H, -1))  # (B, H, Dv)
+        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+        o, S = linear_attention_step(S, q, k, v1, q.new_zeros(*q.shape[:2], 1))
+        y = o[..., :-1] / (o[..., -1:] + 1e-12)  # (B, H, Dv)
+        return self.o_proj(y.flatten(1)), S

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from ssmbench.layers.decoding import Constants
 from ssmbench.layers.marks import S4_SSM, mark
 from ssmbench.ops.discretize import discretize_dense, discretize_diagonal
 from ssmbench.ops.hippo import hippo_legs, hippo_legs_dplr, s4d_diagonal
@@ -72,6 +73,18 @@ class LTIMixer(nn.Module):
     def discrete_ssm(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def init_state(self, batch: int, like: torch.Tensor) -> tuple:
+        """x (B, H, N') zero, and the discrete system (dA, dB, C), computed once (Constants)."""
+        dA, dB, C = self.discrete_ssm()  # (H, N', N'), (H, N'), (H, N')
+        return dA.new_zeros(batch, *dB.shape), Constants((dA, dB, C))
+
+    def step(self, u: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """u (B, H) -> y (B, H): x <- dA x + dB u, y = Re(C x) + D u."""
+        x, (dA, dB, C) = state
+        x = torch.einsum("hmn,bhn->bhm", dA, x) + dB * u[..., None].to(dB.dtype)  # (B, H, N')
+        y = torch.einsum("hn,bhn->bh", C.to(x.dtype), x).real + self.D * u  # (B, H)
+        return y.to(u.dtype), (x, state[1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"expected x of shape (B, L, {self.d_model}), got {tuple(x.shape)}")
@@ -108,8 +121,9 @@ class S4D(LTIMixer):
     """Diagonal state matrix, init 'real' (N real modes), 'inv' or 'lin' (N/2 conjugate pairs).
 
     A = -exp(log_neg_A_real) + i A_imag (stable for any parameter value); B = 1 (a per-mode B is
-    redundant with C); C random; zero-order-hold discretization; Vandermonde kernel. For complex
-    inits the conjugate modes double the real part: K = 2 Re(sum_n C_n dB_n dA_n^k).
+    redundant with C); C random; zero-order-hold (`disc="zoh"`, s4d.py's) or bilinear (safari's
+    H3) discretization; Vandermonde kernel. For complex inits the conjugate modes double the real
+    part: K = 2 Re(sum_n C_n dB_n dA_n^k).
     """
 
     def __init__(
@@ -119,8 +133,10 @@ class S4D(LTIMixer):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         init: str = "lin",
+        disc: str = "zoh",
     ):
         super().__init__(d_model, d_state, dt_min, dt_max)
+        self.disc = disc
         A = s4d_diagonal(d_state, init)  # (N,) real or (N/2,) complex
         self.log_neg_A_real = self.per_channel(torch.log(-A.real))  # (H, N')
         self.A_imag = self.per_channel(A.imag) if A.is_complex() else None
@@ -137,7 +153,7 @@ class S4D(LTIMixer):
             C = self.C
         else:
             A, C = torch.complex(A, self.A_imag), 2 * torch.view_as_complex(self.C)
-        dA, dB = discretize_diagonal(A, torch.ones_like(A), self.dt, "zoh")
+        dA, dB = discretize_diagonal(A, torch.ones_like(A), self.dt, self.disc)
         return dA, dB, C
 
     def discrete_ssm(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -191,3 +207,19 @@ class S4LowRank(LTIMixer):
 
     def kernel(self, L: int) -> torch.Tensor:
         return dplr_kernel(self.Lambda, *self._modes(), self.dt, L)
+
+    def init_state(self, batch: int, like: torch.Tensor) -> tuple:
+        """z (B, H, N/2): the first half of the complex state x = [z, conj(z)] (real inputs
+        keep the conjugate half the conjugate of the first, so N/2 complex = N reals carry it)."""
+        dA, dB, C = self.discrete_ssm()  # (H, N, N), (H, N), (H, N) over both halves
+        return dB.new_zeros(batch, dB.shape[0], dB.shape[1] // 2), Constants((dA, dB, C))
+
+    def step(self, u: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """u (B, H) -> y (B, H): z <- dA_11 z + dA_12 conj(z) + dB_1 u, y = 2 Re(C_1 z) + D u."""
+        z, (dA, dB, C) = state
+        M = z.shape[-1]
+        u_c = u[..., None].to(dB.dtype)  # (B, H, 1)
+        z = (torch.einsum("hmn,bhn->bhm", dA[:, :M, :M], z)
+             + torch.einsum("hmn,bhn->bhm", dA[:, :M, M:], z.conj()) + dB[:, :M] * u_c)  # fmt: skip
+        y = 2 * torch.einsum("hn,bhn->bh", C[:, :M], z).real + self.D * u  # (B, H)
+        return y.to(u.dtype), (z, state[1])

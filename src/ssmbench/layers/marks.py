@@ -15,6 +15,7 @@ do not survive copy.deepcopy). Upstream's own marks on a parameter (s4's `p._opt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -24,6 +25,7 @@ KEYS = frozenset({"weight_decay", "lr_max", "lr"})
 NO_WEIGHT_DECAY = {"weight_decay": 0.0}  # mamba_ssm's _no_weight_decay
 S4_SSM = {"weight_decay": 0.0, "lr_max": 1e-3}  # s4's register(name, x, lr=min(0.001, lr))
 HYENA_FILTER = {"weight_decay": 0.0, "lr": 1e-3}  # safari's HyenaFilter(lr=1e-3, wd=0)
+HYENA_POSITIONS = {"weight_decay": 0.0, "lr": 1e-5}  # its PositionalEmbedding(lr_pos_emb=1e-5)
 
 
 def mark(module: nn.Module, *names: str, **hp: float) -> None:
@@ -38,6 +40,15 @@ def mark(module: nn.Module, *names: str, **hp: float) -> None:
             raise ValueError(f"{type(module).__name__}.{name} is not a parameter")
         if getattr(module, name) is not None:
             store[name] = {**store.get(name, {}), **hp}
+
+
+def mark_where(module: nn.Module, select: Callable[[str], bool], **hp: float) -> None:
+    """Mark every parameter of module whose name inside it (e.g. 'lora.0.weight') satisfies
+    select, with hp: for an upstream rule over parameter names (xLSTM's, RWKV-LM's)."""
+    for prefix, sub in module.named_modules():
+        for name, _ in sub.named_parameters(recurse=False):
+            if select(f"{prefix}.{name}" if prefix else name):
+                mark(sub, name, **hp)
 
 
 def marks_of(model: nn.Module) -> dict[str, dict[str, Any]]:

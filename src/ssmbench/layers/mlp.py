@@ -18,3 +18,10 @@ class GatedMLP(nn.Module):
         """x (B, L, D) -> (B, L, D)."""
         a, g = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
         return self.out_proj(a * F.gelu(g))
+
+    def init_state(self, batch: int, like: torch.Tensor) -> None:
+        return None  # position-wise: nothing to carry
+
+    def step(self, x: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+        """x (B, D) -> (B, D)."""
+        return self(x), None

@@ -19,3 +19,14 @@ class LSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, D) -> (B, L, D)."""
         return self.out(self.lstm(x)[0])  # (B, L, hidden) -> (B, L, D)
+
+    def init_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, c), (B, hidden) each, zero."""
+        zero = like.new_zeros(batch, self.lstm.hidden_size)
+        return zero, zero
+
+    def step(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """x (B, D) -> (B, D), one step of the LSTM from (h, c)."""
+        h, c = (s[None] for s in state)  # (1, B, hidden): nn.LSTM's layout
+        y, (h, c) = self.lstm(x[:, None], (h, c))  # (B, 1, hidden)
+        return self.out(y[:, 0]), (h[0], c[0])

@@ -58,15 +58,30 @@ class S6(nn.Module):
         x_dbl = self.x_proj(x)  # (B, L, R + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # (B, L, D); bias goes in as delta_bias
+        wide = torch.promote_types(x.dtype, torch.float32)  # as upstream's .float(), or float64
         y = selective_scan(
             x.mT,  # (B, D, L)
             dt.mT,  # (B, D, L)
-            -torch.exp(self.A_log.float()),  # (D, N)
+            -torch.exp(self.A_log.to(wide)),  # (D, N)
             B.mT,  # (B, N, L)
             C.mT,  # (B, N, L)
-            self.D.float(),
-            delta_bias=self.dt_proj.bias.float(),
+            self.D.to(wide),
+            delta_bias=self.dt_proj.bias.to(wide),
             delta_softplus=True,
             negative_eigenvalues=self.negative_eigenvalues,
         )  # (B, D, L)
         return y.mT
+
+    def init_state(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """h (B, D, N), zero."""
+        return like.new_zeros(batch, self.D.shape[0], self.d_state)
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, D) -> y (B, D): one step of the recurrence of the module docstring."""
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(self.dt_proj(dt))[..., None]  # (B, D, 1)
+        dA = torch.exp(dt * -torch.exp(self.A_log))  # (B, D, N)
+        if self.negative_eigenvalues:
+            dA = 2 * dA - 1
+        h = dA * h + dt * B[:, None, :] * x[..., None]  # (B, D, N)
+        return (h * C[:, None, :]).sum(-1) + self.D * x, h

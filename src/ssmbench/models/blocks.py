@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssmbench.ops.causal_conv import causal_conv1d
+from ssmbench.ops.causal_conv import causal_conv1d, causal_conv1d_step
 
 
 class SSMBlock(nn.Module):
@@ -23,6 +23,14 @@ class SSMBlock(nn.Module):
         """x (B, L, D) -> (B, L, D)."""
         y = F.gelu(self.ssm(x))  # (B, L, D)
         return F.glu(self.out_proj(y), dim=-1)  # (B, 2D) -> (B, L, D)
+
+    def init_state(self, batch: int, like: torch.Tensor) -> object:
+        return self.ssm.init_state(batch, like)
+
+    def step(self, x: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        """x (B, D) -> (B, D)."""
+        y, state = self.ssm.step(x, state)
+        return F.glu(self.out_proj(F.gelu(y)), dim=-1), state
 
 
 class MambaBlock(nn.Module):
@@ -57,3 +65,17 @@ class MambaBlock(nn.Module):
         x = causal_conv1d(x.mT, weight, self.conv1d.bias, activation="silu").mT  # (B, L, E)
         y = self.ssm(x) * F.silu(z)  # (B, L, E)
         return self.out_proj(y)  # (B, L, D)
+
+    def init_state(self, batch: int, like: torch.Tensor) -> tuple:
+        """The convolution's last W - 1 inputs (B, E, W - 1), and the SSM's state."""
+        conv = like.new_zeros(batch, self.conv1d.in_channels, self.conv1d.kernel_size[0] - 1)
+        return conv, self.ssm.init_state(batch, like)
+
+    def step(self, u: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """u (B, D) -> (B, D)."""
+        conv, ssm = state
+        x, z = self.in_proj(u).chunk(2, dim=-1)  # (B, E) each
+        weight = self.conv1d.weight[:, 0]  # (E, W)
+        x, conv = causal_conv1d_step(x, conv, weight, self.conv1d.bias, activation="silu")
+        y, ssm = self.ssm.step(x, ssm)  # (B, E)
+        return self.out_proj(y * F.silu(z)), (conv, ssm)

@@ -6,6 +6,8 @@ A module declares the kernel families it calls in its `kernels` class attribute 
     selective-scan -> scan_backend  ('cpp', 'torch-sequential', 'cuda-mamba_ssm', ...)
     causal-conv1d  -> conv_backend  ('causal_conv1d' kernel, 'torch-shifted' on CPU, or 'torch')
     ssd            -> ssd_backend   ('mamba_ssm' Triton kernel or 'torch')
+    delta-rule     -> delta_rule_backend ('fla' Triton kernels or 'torch')
+    mamba3         -> mamba3_backend ('mamba_ssm' Triton kernel or 'torch')
 
 A field is None when the model calls no kernel of that family.
 """
@@ -18,14 +20,18 @@ import torch
 from torch import nn
 
 from ssmbench.layers.mamba2 import ssd_backend
+from ssmbench.layers.mamba3 import mamba3_backend
 from ssmbench.models.registry import backends_of
 from ssmbench.ops.causal_conv import conv_backend
+from ssmbench.ops.delta_rule import delta_rule_backend
 from ssmbench.ops.scan import resolve_backend
 
 KERNEL_FIELDS: dict[str, tuple[str, Callable[[torch.device], str]]] = {
     "selective-scan": ("scan_backend", resolve_backend),
     "causal-conv1d": ("conv_backend", conv_backend),
     "ssd": ("ssd_backend", ssd_backend),
+    "delta-rule": ("delta_rule_backend", delta_rule_backend),
+    "mamba3": ("mamba3_backend", mamba3_backend),
 }
 
 

@@ -5,16 +5,19 @@ d_state, **options)`), its display name, family (for grouping), mixer and block 
 line styles), reference (paper and upstream file), and `state_size`: the recurrent state one
 sequence keeps per layer, in elements, at a given length (zoology's efficiency axis; for attention
 the KV cache). Which kernel backends a model calls is read from its modules (`backends_of`), so
-it is right for plugins too. Adding a model is one mixer file and one entry in `models/zoo.py`,
-or `register(ModelSpec(...))` from a plugin module.
+it is right for plugins too. A model built for a longest input (a long filter of `l_max` taps)
+takes the option `l_max`; the trainer and `bench` set it to the longest input they run
+(`sized_for`) unless the config gives it. Adding a model is one mixer file and one entry in
+`models/zoo.py`, or `register(ModelSpec(...))` from a plugin module.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -29,7 +32,7 @@ def no_state(d_model: int, d_state: int, seq_len: int, **options: Any) -> int:
     return 0
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
     name: str
     make_layers: MakeLayers  # (d_model, d_state, **options) -> one layer's sublayers
@@ -61,6 +64,29 @@ class ModelSpec:
                 f"its options: {', '.join(allowed) or 'none'}"
             )
         return {**allowed, **options}
+
+    def sized_for(self, options: dict[str, Any], longest: int) -> dict[str, Any]:
+        """options with `l_max` (the longest input of a model built for one, e.g. Hyena's
+        filter) set to `longest` when not given; a given one shorter than `longest` is an error."""
+        if "l_max" not in self.options():
+            return options
+        given = options.get("l_max")
+        if given is None:
+            return {**options, "l_max": longest}
+        if given < longest:
+            raise ValueError(
+                f"model {self.name!r} has l_max {given} but runs inputs of length {longest}; "
+                f"raise its option l_max to >= {longest} or leave it unset"
+            )
+        return options
+
+    def variant(self, name: str, display_name: str, **options: Any) -> ModelSpec:
+        """This model under another name with other defaults for its options (e.g. Mamba-2
+        with negative eigenvalues), so that one sweep can hold both and name each."""
+        self.check_options(options)
+        layers = functools.partial(self.make_layers, **options)
+        return dataclasses.replace(self, name=name, display_name=display_name,
+                                   make_layers=layers, study=False)  # fmt: skip
 
     def state(self, d_model: int, d_state: int, seq_len: int, **options: Any) -> int:
         """Recurrent state per sequence per layer (elements) at length seq_len."""

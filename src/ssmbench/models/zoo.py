@@ -14,16 +14,27 @@ from torch import nn
 
 from ssmbench.layers.attention import CausalSelfAttention
 from ssmbench.layers.baseconv import BaseConv
+from ssmbench.layers.delta_net import (
+    KDA,
+    DeltaNet,
+    GatedDeltaNet,
+    GatedDeltaNet2,
+    GatedDeltaProduct,
+)
 from ssmbench.layers.h3 import H3
+from ssmbench.layers.hgrn2 import HGRN2
 from ssmbench.layers.hyena import Hyena, ImplicitFilter
 from ssmbench.layers.linear_attention import GLA, BasedLinearAttention, RetNet
 from ssmbench.layers.lti import S4, S4D, S4LowRank
 from ssmbench.layers.mamba2 import Mamba2
+from ssmbench.layers.mamba3 import Mamba3
 from ssmbench.layers.mlp import GatedMLP
 from ssmbench.layers.recurrent import LSTM
+from ssmbench.layers.rwkv7 import RWKV7, RWKV7ChannelMix
 from ssmbench.layers.s6 import S6
+from ssmbench.layers.xlstm import MLSTM, SLSTM, GatedFeedForward, up_dim
 from ssmbench.models.blocks import MambaBlock, SSMBlock
-from ssmbench.models.registry import ModelSpec, register
+from ssmbench.models.registry import ModelSpec, get, register
 
 SSMS = {
     "s4": S4,
@@ -77,8 +88,13 @@ def _gated_mlp(d_model: int, d_state: int, expand: int = 2) -> list[nn.Module]:
     return [GatedMLP(d_model, expand)]
 
 
+def mlp(d_model: int, expand: int) -> list[nn.Module]:
+    """The gated MLP after a mixer, or none with expand 0 (zoology's state_mixer Identity)."""
+    return [GatedMLP(d_model, expand)] if expand else []
+
+
 def _transformer(d_model: int, d_state: int, n_heads: int = 2, expand: int = 2) -> list[nn.Module]:
-    return [CausalSelfAttention(d_model, n_heads), GatedMLP(d_model, expand)]
+    return [CausalSelfAttention(d_model, n_heads), *mlp(d_model, expand)]
 
 
 def _lstm(d_model: int, d_state: int, hidden: int = 0) -> list[nn.Module]:
@@ -161,14 +177,25 @@ register(
 # The field's mixers beyond the study: the Mamba paper's Table 1 grid ({no gate, H3, Mamba} ×
 # {S4D, Hyena, S6}), Mamba-2, attention variants and zoology's recall baselines.
 H3_INNER = {  # the SSM inside H3 on its H = D / head_dim heads
-    "s4d-real": lambda d_state: partial(S4D, d_state=d_state, init="real"),
     "s6": lambda d_state: partial(S6, d_state=d_state),
-    "hyena": lambda d_state: ImplicitFilter,
 }
 
 
 def _h3(inner: str, d_model: int, d_state: int, head_dim: int = 1) -> list[nn.Module]:
     return [H3(d_model, H3_INNER[inner](d_state), d_state, head_dim)]
+
+
+def _h3_s4d(d_model: int, d_state: int, head_dim: int = 1, safari: bool = False) -> list[nn.Module]:
+    """safari: safari's H3 configuration (S4D-Lin inner SSM, bilinear, trainable shift B) instead
+    of the Mamba paper's Table 1 H3 (S4D-Real, zero-order hold, shift B = e_1)."""
+    init, disc = ("lin", "bilinear") if safari else ("real", "zoh")
+    inner = partial(S4D, d_state=d_state, init=init, disc=disc)
+    return [H3(d_model, inner, d_state, head_dim, trainable_shift_B=safari)]
+
+
+def _h3_hyena(d_model: int, d_state: int, head_dim: int = 1, l_max: int = 1024) -> list[nn.Module]:
+    """l_max: the longest input the Hyena filter is built for (set by the trainer)."""
+    return [H3(d_model, partial(ImplicitFilter, l_max=l_max), d_state, head_dim)]
 
 
 def h3_state(d_model: int, d_state: int, seq_len: int, head_dim: int = 1, **_: int) -> int:
@@ -181,17 +208,23 @@ def h3_hyena_state(d_model: int, d_state: int, seq_len: int, head_dim: int = 1, 
 
 
 def _hyena(
-    d_model: int, d_state: int, filter_order: int = 64, short: int = 3, emb_dim: int = 3
-) -> list[nn.Module]:
-    return [Hyena(d_model, filter_order, short, emb_dim)]
+    d_model: int, d_state: int, filter_order: int = 64, short: int = 3, emb_dim: int = 3,
+    l_max: int = 1024,
+) -> list[nn.Module]:  # fmt: skip
+    """l_max: the longest input the filter is built for (set by the trainer)."""
+    return [Hyena(d_model, filter_order, short, emb_dim, l_max)]
 
 
 def hyena_state(d_model: int, d_state: int, seq_len: int, short: int = 3, **_: int) -> int:
     return 3 * d_model * (short - 1) + d_model * seq_len
 
 
-def _mamba_hyena(d_model: int, d_state: int, expand: int = 2, d_conv: int = 4) -> list[nn.Module]:
-    return [MambaBlock(d_model, ImplicitFilter, expand=expand, d_conv=d_conv)]
+def _mamba_hyena(
+    d_model: int, d_state: int, expand: int = 2, d_conv: int = 4, l_max: int = 1024
+) -> list[nn.Module]:
+    """l_max: the longest input the filter is built for (set by the trainer)."""
+    make_filter = partial(ImplicitFilter, l_max=l_max)
+    return [MambaBlock(d_model, make_filter, expand=expand, d_conv=d_conv)]
 
 
 def mamba_hyena_state(
@@ -207,8 +240,12 @@ def _mamba2(
     headdim: int = 64,
     ngroups: int = 1,
     d_conv: int = 4,
+    negative_eigenvalues: bool = False,
 ) -> list[nn.Module]:
-    return [Mamba2(d_model, d_state, expand, headdim, ngroups, d_conv)]
+    """negative_eigenvalues: transitions 2 exp(ΔA) - 1 in (-1, 1) (Grazzi et al. 2025)."""
+    mixer = Mamba2(d_model, d_state, expand, headdim, ngroups, d_conv,
+                   negative_eigenvalues=negative_eigenvalues)  # fmt: skip
+    return [mixer]
 
 
 def mamba2_state(
@@ -219,43 +256,65 @@ def mamba2_state(
     return E * d_state + (d_conv - 1) * (E + 2 * ngroups * d_state)
 
 
+def _mamba3(
+    d_model: int, d_state: int, expand: int = 2, headdim: int = 64, ngroups: int = 1,
+    rope_fraction: float = 0.5, negative_eigenvalues: bool = False,
+) -> list[nn.Module]:  # fmt: skip
+    """rope_fraction: the share of B/C channels the data-dependent rotation turns (0.5 or 1);
+    negative_eigenvalues: real part 2 exp(ΔA) - 1 in (-1, 1) (Grazzi et al. 2025)."""
+    return [Mamba3(d_model, d_state, expand, headdim, ngroups, rope_fraction,
+                   negative_eigenvalues=negative_eigenvalues)]  # fmt: skip
+
+
+def mamba3_state(
+    d_model: int, d_state: int, seq_len: int, expand: int = 2, headdim: int = 64,
+    rope_fraction: float = 0.5, **_: int,
+) -> int:  # fmt: skip
+    return Mamba3.state_size(d_model, d_state, expand, headdim, rope_fraction)
+
+
 def _transformer_abs(
     d_model: int, d_state: int, n_heads: int = 2, expand: int = 2
 ) -> list[nn.Module]:
-    return [CausalSelfAttention(d_model, n_heads, rope=False), GatedMLP(d_model, expand)]
+    return [CausalSelfAttention(d_model, n_heads, rope=False), *mlp(d_model, expand)]
 
 
 def _swa(
     d_model: int, d_state: int, n_heads: int = 2, expand: int = 2, window: int = 16
 ) -> list[nn.Module]:
-    return [CausalSelfAttention(d_model, n_heads, window=window), GatedMLP(d_model, expand)]
+    return [CausalSelfAttention(d_model, n_heads, window=window), *mlp(d_model, expand)]
 
 
 def swa_state(d_model: int, d_state: int, seq_len: int, window: int = 16, **_: int) -> int:
-    return 2 * d_model * min(window, seq_len)
+    return 2 * d_model * min(window + 1, seq_len)  # keys and values of positions s - w .. s
 
 
 def _based(
     d_model: int, d_state: int, n_heads: int = 2, feature_dim: int = 16, window: int = 64,
-    expand: int = 2,
+    expand: int = 2, short_conv: int = 0,
 ) -> list[nn.Module]:  # fmt: skip
+    """window 0: no sliding-window attention; short_conv k > 0: a BaseConv of width k first
+    (zoology's Figure 2 Based: Hybrid[BaseConv(3), Based], no window, no MLP)."""
     return [
+        *([BaseConv(d_model, short_conv)] if short_conv else []),
         BasedLinearAttention(d_model, n_heads, feature_dim),
-        CausalSelfAttention(d_model, n_heads, window=window),
-        GatedMLP(d_model, expand),
+        *([CausalSelfAttention(d_model, n_heads, window=window)] if window else []),
+        *mlp(d_model, expand),
     ]
 
 
 def based_state(
     d_model: int, d_state: int, seq_len: int, n_heads: int = 2, feature_dim: int = 16,
-    window: int = 64, **_: int,
+    window: int = 64, short_conv: int = 0, **_: int,
 ) -> int:  # fmt: skip
     features = 1 + feature_dim + feature_dim**2
-    return n_heads * features * (d_model // n_heads + 1) + 2 * d_model * min(window, seq_len)
+    window_cache = 2 * d_model * min(window + 1, seq_len) if window else 0
+    conv = d_model * (short_conv - 1) if short_conv else 0
+    return n_heads * features * (d_model // n_heads + 1) + window_cache + conv
 
 
 def _gla(d_model: int, d_state: int, n_heads: int = 4, expand: int = 2) -> list[nn.Module]:
-    return [GLA(d_model, n_heads), GatedMLP(d_model, expand)]
+    return [GLA(d_model, n_heads), *mlp(d_model, expand)]
 
 
 def gla_state(d_model: int, d_state: int, seq_len: int, n_heads: int = 4, **_: int) -> int:
@@ -263,15 +322,16 @@ def gla_state(d_model: int, d_state: int, seq_len: int, n_heads: int = 4, **_: i
 
 
 def _retnet(d_model: int, d_state: int, n_heads: int = 4, expand: int = 2) -> list[nn.Module]:
-    return [RetNet(d_model, n_heads), GatedMLP(d_model, expand)]
+    return [RetNet(d_model, n_heads), *mlp(d_model, expand)]
 
 
 def retnet_state(d_model: int, d_state: int, seq_len: int, n_heads: int = 4, **_: int) -> int:
     return d_model * 2 * d_model // n_heads  # key dim D, value dim 2D
 
 
-def _baseconv(d_model: int, d_state: int, kernel: int = 3) -> list[nn.Module]:
-    return [BaseConv(d_model, kernel), BaseConv(d_model, 0)]
+def _baseconv(d_model: int, d_state: int, kernel: int = 3, l_max: int = 1024) -> list[nn.Module]:
+    """A short (kernel) then a long BaseConv; l_max: the longest input (set by the trainer)."""
+    return [BaseConv(d_model, kernel), BaseConv(d_model, 0, l_max)]
 
 
 def baseconv_state(d_model: int, d_state: int, seq_len: int, kernel: int = 3, **_: int) -> int:
@@ -285,8 +345,9 @@ for _name, _title, _family, _mixer in (
     ("h3-s6", "H3 S6", "selective-ssm", "s6"),
 ):
     _ref = f"Fu et al. 2023; {SAFARI}h3.py"
+    _make = {"hyena": _h3_hyena, "s4d-real": _h3_s4d}.get(_mixer, partial(_h3, _mixer))
     _state = h3_hyena_state if _mixer == "hyena" else h3_state
-    register(ModelSpec(_name, partial(_h3, _mixer), _state, _title, _family, _mixer, "h3", _ref))
+    register(ModelSpec(_name, _make, _state, _title, _family, _mixer, "h3", _ref))
 _HYENA_REF = f"Poli et al. 2023; {SAFARI}hyena.py"
 register(ModelSpec("hyena", _hyena, hyena_state, "Hyena", "long-conv", "hyena", "none", _HYENA_REF))
 register(
@@ -311,6 +372,18 @@ register(
         "ssd",
         "mamba2",
         "Dao & Gu 2024; mamba_ssm/modules/mamba2_simple.py, ssd_minimal.py",
+    )
+)
+register(
+    ModelSpec(
+        "mamba3",
+        _mamba3,
+        mamba3_state,
+        "Mamba-3",
+        "selective-ssm",
+        "mamba3-siso",
+        "mamba2",
+        "Lahoti et al. 2026; mamba_ssm/modules/mamba3.py, tests/ops/triton/test_mamba3_siso.py",
     )
 )
 register(
@@ -356,3 +429,149 @@ register(
         "Arora et al. 2024; zoology zoology/mixers/base_conv.py",
     )
 )  # fmt: skip
+
+
+# The recurrent mixers of 2024-25 beyond the delta rule: RWKV-7, HGRN2 and xLSTM's two cells.
+def _rwkv7(
+    d_model: int, d_state: int, head_dim: int = 64, hidden_ratio: int = 4
+) -> list[nn.Module]:
+    """head_dim: channels per head (at most d_model); hidden_ratio: the channel mix's width."""
+    return [RWKV7(d_model, head_dim), RWKV7ChannelMix(d_model, hidden_ratio)]
+
+
+def rwkv7_state(d_model: int, d_state: int, seq_len: int, head_dim: int = 64, **_: int) -> int:
+    """H heads of a K x K matrix state (H·K = D), plus the last input of each token shift."""
+    return d_model * min(head_dim, d_model) + 2 * d_model
+
+
+def _hgrn2(
+    d_model: int, d_state: int, expand_ratio: int = 128, lower_bound: float = 0.0, expand: int = 2
+) -> list[nn.Module]:
+    """expand_ratio: the state expansion (channels per head, at most d_model); lower_bound: a
+    fixed lower bound on the forget gate; expand: the gated MLP's width (0: none)."""
+    return [HGRN2(d_model, expand_ratio, lower_bound), *mlp(d_model, expand)]
+
+
+def hgrn2_state(
+    d_model: int, d_state: int, seq_len: int, expand_ratio: int = 128, **_: float
+) -> int:
+    return d_model * min(expand_ratio, d_model)  # D / E heads of E x E
+
+
+def _mlstm(
+    d_model: int, d_state: int, n_heads: int = 4, proj_factor: float = 2.0, conv_kernel: int = 4
+) -> list[nn.Module]:
+    return [MLSTM(d_model, n_heads, proj_factor, conv_kernel)]
+
+
+def mlstm_state(
+    d_model: int, d_state: int, seq_len: int, n_heads: int = 4, proj_factor: float = 2.0,
+    conv_kernel: int = 4, **_: float,
+) -> int:  # fmt: skip
+    """Per head C (d x d), n (d) and m, d = E / H; the conv's W - 1 past inputs of E channels."""
+    E = up_dim(proj_factor, d_model)
+    d = E // n_heads
+    return n_heads * (d * d + d + 1) + (conv_kernel - 1) * E
+
+
+def _slstm(
+    d_model: int, d_state: int, n_heads: int = 4, conv_kernel: int = 4, ffn_factor: float = 1.3
+) -> list[nn.Module]:
+    return [SLSTM(d_model, n_heads, conv_kernel), GatedFeedForward(d_model, ffn_factor)]
+
+
+def slstm_state(d_model: int, d_state: int, seq_len: int, conv_kernel: int = 4, **_: float) -> int:
+    return 4 * d_model + (conv_kernel - 1) * d_model  # h, c, n, m; the conv's past inputs
+
+
+XLSTM = "Beck et al. 2024; NX-AI/xlstm xlstm/blocks/"
+register(
+    ModelSpec(
+        "rwkv7", _rwkv7, rwkv7_state, "RWKV-7", "linear-attention", "rwkv7", "rwkv7",
+        "Peng et al. 2025; fla fla/layers/rwkv7.py, fla/ops/generalized_delta_rule/dplr/naive.py",
+    )
+)  # fmt: skip
+register(
+    ModelSpec(
+        "hgrn2", _hgrn2, hgrn2_state, "HGRN2", "linear-attention", "hgrn2", "transformer",
+        "Qin et al. 2024; fla fla/layers/hgrn2.py",
+    )
+)  # fmt: skip
+register(
+    ModelSpec(
+        "mlstm", _mlstm, mlstm_state, "mLSTM", "rnn", "mlstm", "mlstm",
+        f"{XLSTM}mlstm/layer.py, mlstm/backends.py",
+    )
+)  # fmt: skip
+register(
+    ModelSpec(
+        "slstm", _slstm, slstm_state, "sLSTM", "rnn", "slstm", "slstm",
+        f"{XLSTM}slstm/layer.py, slstm/src/vanilla/slstm.py",
+    )
+)  # fmt: skip
+
+
+# The delta-rule family (fla's layers on ops.delta_rule), each followed by a gated MLP as GLA.
+def _deltanet(
+    d_model: int, d_state: int, n_heads: int = 4, use_gate: bool = False,
+    negative_eigenvalues: bool = False, expand: int = 2,
+) -> list[nn.Module]:  # fmt: skip
+    """use_gate: fla's output gate SiLU(W_g x) (off by default, as fla's DeltaNet)."""
+    layer = DeltaNet(d_model, n_heads, use_gate=use_gate, negative_eigenvalues=negative_eigenvalues)
+    return [layer, *mlp(d_model, expand)]
+
+
+def _delta(
+    layer: type, d_model: int, d_state: int, n_heads: int, negative_eigenvalues: bool = False,
+    expand: int = 2,
+) -> list[nn.Module]:  # fmt: skip
+    """negative_eigenvalues: β in [0, 2] (fla's allow_neg_eigval)."""
+    mixer = layer(d_model, n_heads, negative_eigenvalues=negative_eigenvalues)
+    return [mixer, *mlp(d_model, expand)]
+
+
+def _gated_deltaproduct(
+    d_model: int, d_state: int, n_heads: int = 2, householder: int = 2,
+    negative_eigenvalues: bool = True, expand: int = 2,
+) -> list[nn.Module]:  # fmt: skip
+    """householder: Householder steps per token (fla's num_householder); negative eigenvalues on
+    by default, as fla's GatedDeltaProduct."""
+    layer = GatedDeltaProduct(d_model, n_heads, householder=householder,
+                              negative_eigenvalues=negative_eigenvalues)  # fmt: skip
+    return [layer, *mlp(d_model, expand)]
+
+
+def delta_state(
+    layer: type, d_model: int, d_state: int, seq_len: int, n_heads: int, householder: int = 1,
+    **_: int,
+) -> int:  # fmt: skip
+    """The short convolution's 3 past inputs of q, k, v and the H·K·V delta-rule state."""
+    return layer.state_size(d_model, n_heads, householder=householder)
+
+
+FLA = "fla fla/layers/"
+for _name, _make, _layer, _title, _reference in (
+    ("deltanet", _deltanet, DeltaNet, "DeltaNet", f"Yang et al. 2024; {FLA}delta_net.py"),
+    ("gated-deltanet", partial(_delta, GatedDeltaNet, n_heads=2), GatedDeltaNet, "Gated DeltaNet",
+     f"Yang, Kautz & Hatamizadeh 2025; {FLA}gated_deltanet.py"),
+    ("kda", partial(_delta, KDA, n_heads=4), KDA, "KDA", f"Kimi Linear 2025; {FLA}kda.py"),
+    ("gated-deltanet-2", partial(_delta, GatedDeltaNet2, n_heads=4), GatedDeltaNet2,
+     "Gated DeltaNet-2", f"Gated DeltaNet-2 2026; {FLA}gdn2.py"),
+    ("gated-deltaproduct", _gated_deltaproduct, GatedDeltaProduct, "Gated DeltaProduct",
+     f"Siems et al. 2025; {FLA}gated_deltaproduct.py"),
+):  # fmt: skip
+    _state = partial(delta_state, _layer)
+    register(
+        ModelSpec(_name, _make, _state, _title, "delta-rule", _name, "transformer", _reference)
+    )
+
+# The eigenvalue range as a model of its own, so that one sweep holds both sides of Grazzi et al.
+# 2025's comparison ([0, 1] against [-1, 1]) under their own names: each of these models with
+# negative_eigenvalues on by default (everything else, its mixer's colour included, the same).
+for _base, _title in (
+    ("mamba-s6", "Mamba-S6 [-1, 1]"),
+    ("mamba2", "Mamba-2 [-1, 1]"),
+    ("deltanet", "DeltaNet [-1, 1]"),
+    ("gated-deltanet", "Gated DeltaNet [-1, 1]"),
+):
+    register(get(_base).variant(f"{_base}-neg", _title, negative_eigenvalues=True))

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench.ops.optional import on_kernel_device, optional_kernel
+from ssmbench.ops.profiling import scoped
 
 Activation = Literal["silu"] | None
 KERNEL = ("causal_conv1d", "causal_conv1d_fn")  # the optional kernel: module, function
@@ -60,6 +61,7 @@ def causal_conv1d_shifted(
     return F.silu(y) if activation == "silu" else y
 
 
+@scoped("short conv")
 def causal_conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -73,3 +75,19 @@ def causal_conv1d(
     if backend == "torch-shifted":
         return causal_conv1d_shifted(x, weight, bias, activation)
     return causal_conv1d_reference(x, weight, bias, activation)
+
+
+def causal_conv1d_step(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: Activation = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One position of causal_conv1d (recurrent decoding): x (B, D) the new input, state
+    (B, D, W - 1) the W - 1 inputs before it, oldest first -> y (B, D) and the next state."""
+    window = torch.cat([state, x[..., None]], dim=-1)  # (B, D, W)
+    y = (window * weight).sum(-1)  # (B, D)
+    if bias is not None:
+        y = y + bias
+    return (F.silu(y) if activation == "silu" else y), window[..., 1:]

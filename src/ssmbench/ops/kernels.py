@@ -9,6 +9,7 @@ import math
 import torch
 
 from ssmbench.ops.discretize import discretize_dense
+from ssmbench.ops.profiling import scoped
 
 
 def _check_length(L: int) -> None:
@@ -16,6 +17,7 @@ def _check_length(L: int) -> None:
         raise ValueError(f"kernel length must be >= 1, got {L}")
 
 
+@scoped("sequence op")
 def vandermonde_kernel(dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, L: int) -> torch.Tensor:
     """Diagonal dA: K[k] = Re(sum_n C_n dB_n dA_n^k). dA, dB, C (..., N) -> K (..., L) real.
 
@@ -32,6 +34,7 @@ def vandermonde_kernel(dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, L: i
     return K.real if K.is_complex() else K
 
 
+@scoped("sequence op")
 def dense_kernel(dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, L: int) -> torch.Tensor:
     """Dense dA: K[k] = Re(C dA^k dB). dA (..., N, N), dB, C (..., N) -> K (..., L) real.
 
@@ -62,6 +65,7 @@ def dplr_matrix(Lambda: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     return torch.diag_embed(Lambda) - P[..., :, None] * P.conj()[..., None, :]
 
 
+@scoped("sequence op")
 def dplr_kernel(
     Lambda: torch.Tensor,
     P: torch.Tensor,
@@ -102,6 +106,7 @@ def dplr_kernel(
     return torch.fft.irfft(K_hat, n=L)
 
 
+@scoped("sequence op")
 def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Causal convolution y[t] = sum_{j<=t} k[j] u[t-j]. u (B, H, L), k (H, L) -> y (B, H, L)."""
     if u.shape[-1] != k.shape[-1] or u.shape[-2] != k.shape[-2]:

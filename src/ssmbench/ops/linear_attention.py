@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ssmbench.ops.profiling import scoped
+
 
 def _check(q, k, v, log_decay) -> None:
     if q.shape != k.shape or q.shape[:-1] != v.shape[:-1] or q.dim() != 4:
@@ -43,9 +45,18 @@ def linear_attention_reference(
     S = q.new_zeros(B, H, K, v.shape[-1])  # (B, H, K, V)
     out = []
     for q_t, k_t, v_t, a_t in zip(*(x.unbind(2) for x in (q, k, v, log_decay)), strict=True):
-        S = a_t[..., None].exp() * S + k_t[..., None] * v_t[..., None, :]  # (B, H, K, V)
-        out.append(torch.einsum("bhk,bhkv->bhv", q_t, S))  # (B, H, V)
+        o_t, S = linear_attention_step(S, q_t, k_t, v_t, a_t)
+        out.append(o_t)  # (B, H, V)
     return torch.stack(out, dim=2)  # (B, H, L, V)
+
+
+def linear_attention_step(
+    S: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One position: state S (B, H, K, V), q, k (B, H, K), v (B, H, V), log_decay (B, H, K) or
+    (B, H, 1) -> o (B, H, V) and the next state (recurrent decoding runs this)."""
+    S = log_decay[..., None].exp() * S + k[..., None] * v[..., None, :]  # (B, H, K, V)
+    return torch.einsum("bhk,bhkv->bhv", q, S), S
 
 
 def _chunks(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -55,6 +66,7 @@ def _chunks(x: torch.Tensor, c: int) -> torch.Tensor:
     return x.unflatten(2, (x.shape[2] // c, c))
 
 
+@scoped("sequence op")
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -86,3 +98,19 @@ def linear_attention(
         S = last_i[:, :, 0, :, None].exp() * S + state_i  # (B, H, K, V)
     out = out + torch.stack(inter, dim=2)
     return out.flatten(2, 3)[:, :, :L]  # (B, H, L, V)
+
+
+def signed_transition(
+    dA: torch.Tensor, negative_eigenvalues: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ΔA -> (log|a|, sign a) of a scalar transition a = exp(ΔA), or with negative_eigenvalues
+    a = 2 exp(ΔA) - 1 = 1 + 2 expm1(ΔA) in (-1, 1) (Grazzi et al. 2025; |a| floored at the
+    dtype's tiniest normal number). A product of signed transitions over (j, t] is
+    exp(b_t - b_j) s_t s_j, b the cumulative log|a| and s_t = Π_{r<=t} sign a_r = ±1: the chunked
+    form runs unchanged on log|a| with queries and keys times s."""
+    if not negative_eigenvalues:
+        return dA, torch.ones_like(dA)
+    a = 1 + 2 * torch.expm1(dA)
+    tiny = torch.finfo(a.dtype).tiny
+    log_abs = torch.where(a > 0, torch.log1p(2 * torch.expm1(dA)), torch.log((-a).clamp(min=tiny)))
+    return log_abs, torch.where(a < 0, -1.0, 1.0).to(a.dtype)

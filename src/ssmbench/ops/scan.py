@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from ssmbench.ops import scan_fused
+from ssmbench.ops.profiling import scoped
 
 BACKENDS = ("auto", "reference", "torch", "torch-sequential", "torch-chunked", "cuda", "cpp")
 ENV_VAR = "SSMBENCH_SCAN"
@@ -488,6 +489,7 @@ def _observe_flops(args: tuple) -> None:
         observe(flops)
 
 
+@scoped("sequence op")
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,

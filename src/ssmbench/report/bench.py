@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ssmbench.experiment.bench import METRIC_NAMES
 from ssmbench.experiment.flops import MATMUL_N
+from ssmbench.experiment.profile import GROUPS
 
 
 def _cell(value: object, digits: int = 2) -> str:
@@ -52,6 +53,34 @@ def _table(header: list[str], lines: list[list[object]]) -> str:
     )
 
 
+def _where(rows: list[dict]) -> str:
+    """The sentence on where and how rows were measured: device, versions, every kernel
+    family's backend that ran (where a model calls it), shape and repeats."""
+    first = rows[0]
+
+    def ran(field: str, none: str = "none") -> str:
+        return ", ".join(sorted({r[field] for r in rows if r.get(field)})) or none
+
+    kernels = {
+        "scan backend": ran("scan_backend", "none (no S6 model)"),
+        "causal conv": ran("conv_backend"),
+        "SSD": ran("ssd_backend"),
+        "delta rule": ran("delta_rule_backend"),
+        "Mamba-3": ran("mamba3_backend"),
+    }
+    return (
+        f"Measured on {first['device']} ({first['device_name']}), torch {first['torch_version']}, "
+        f"threads: {first['threads']}, "
+        + ", ".join(f"{name}: {value}" for name, value in kernels.items())
+        + f"; ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
+        f"batch {first['batch_size']}, task {first['task_key']}, median and IQR of "
+        f"{first['repeats']} steps after {first['warmup']} warm-up steps. "
+        f"Peak: a float32 {MATMUL_N}x{MATMUL_N} matmul on the same threads, "
+        f"{_cell(first.get('peak_gflops'), 1)} GFLOP/s; FLOPs per training step count matmuls, "
+        "convolutions, FFTs and the selective scan (not elementwise work), see docs/results."
+    )
+
+
 def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> str:
     """Markdown: a line saying where it was measured, then the cost, ratio and growth tables."""
     if not rows:
@@ -64,23 +93,7 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
         )
     first = rows[0]
     cuda = first["device"] == "cuda"
-    backends = sorted({row["scan_backend"] for row in rows if row["scan_backend"] is not None})
-    others = {  # the causal-conv1d and SSD kernels that ran, where a model calls them
-        kind: ", ".join(sorted({r[f"{kind}_backend"] for r in rows if r.get(f"{kind}_backend")}))
-        for kind in ("conv", "ssd")
-    }
-    where = (
-        f"Measured on {first['device']} ({first['device_name']}), torch {first['torch_version']}, "
-        f"threads: {first['threads']}, "
-        f"scan backend: {', '.join(backends) or 'none (no S6 model)'}, "
-        f"causal conv: {others['conv'] or 'none'}, SSD: {others['ssd'] or 'none'}; "
-        f"ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
-        f"batch {first['batch_size']}, task {first['task_key']}, median and IQR of "
-        f"{first['repeats']} steps after {first['warmup']} warm-up steps. "
-        f"Peak: a float32 {MATMUL_N}x{MATMUL_N} matmul on the same threads, "
-        f"{_cell(first.get('peak_gflops'), 1)} GFLOP/s; FLOPs per training step count matmuls, "
-        "convolutions, FFTs and the selective scan (not elementwise work), see docs/results."
-    )
+    where = _where(rows)
     cost_columns = {
         "model": "model",
         "seq_len": "seq_len",
@@ -123,5 +136,56 @@ def format_bench(rows: list[dict], ratios: list[dict], growth: list[dict]) -> st
             _table(ratio_header, ratio_lines) if ratio_lines else "(no pair measured)",
             "Growth of the training-step time with length:",
             _table(growth_header, growth_lines) if growth_lines else "(no model at two lengths)",
+            *format_profiles(rows),
         ]
     )
+
+
+def format_profiles(rows: list[dict]) -> list[str]:
+    """Where each profiled training step's time goes: ms per step (forward + backward) and % of
+    the profiled step, per module group, and the ops with the most self time."""
+    profiled = [row for row in rows if row.get("profile")]
+    if not profiled:
+        return []
+    groups = [g for g in GROUPS if any(g in row["profile"]["groups"] for row in profiled)]
+    lines, ops = [], []
+    for row in profiled:
+        found, wall = row["profile"]["groups"], row["profile"]["wall_ms"]
+        split = {g: found.get(g, {"forward": 0.0, "backward": 0.0}) for g in groups}
+        totals = [t["forward"] + t["backward"] for t in split.values()]
+        cells = [f"{ms:.2f} ({100 * ms / wall:.0f}%)" for ms in totals]
+        lines.append([row["model"], row["seq_len"], wall, *cells])
+        top = ", ".join(f"{name} {ms:.2f}" for name, ms in row["profile"]["top_ops"][:5])
+        ops.append([row["model"], row["seq_len"], top])
+    return [
+        "Where a training step's time goes (torch.profiler over 3 steps after the timed ones, host "
+        "time in ms per step and % of the profiled step, each group's forward and backward; the "
+        "profiler slows the step, so compare shares, not the total with the train column):",
+        _table(["model", "seq_len", "profiled step (ms)", *groups], lines),
+        "The ops with the most self time (ms per step):",
+        _table(["model", "seq_len", "top ops"], ops),
+    ]
+
+
+def format_decode(rows: list[dict]) -> str:
+    """Markdown: where it was measured, then a row per (prompt, batch, model)."""
+    if not rows:
+        raise ValueError("format_decode needs at least one row")
+    first = rows[0]
+    where = (
+        f"Recurrent decoding on {first['device']} ({first['device_name']}), torch "
+        f"{first['torch_version']}, threads: {first['threads']}; d_model 64, 2 layers; the prompt "
+        f"fed step by step, then {first['new_tokens']} tokens generated greedily. State: the "
+        "recurrent state after the prompt (attention: its KV cache); peak memory: "
+        + ("allocated during the generation." if first["device"] == "cuda"
+           else "RSS above the baseline during the generation (CPU).")
+    )  # fmt: skip
+    header = ["prompt", "batch", "model", "prefill (s)", "tokens/s", "ms/token", "state (KiB)",
+              "peak mem (MiB)", "status"]  # fmt: skip
+    lines = [
+        [r["prompt"], r["batch_size"], r["model"], r.get("prefill_s"), r.get("tokens_per_s"),
+         r.get("ms_per_token"), r.get("state_kib"), r.get("peak_mem_mib"),
+         r["status"] if r["status"] == "done" else f"{r['status']}: {r['error']}"]
+        for r in rows
+    ]  # fmt: skip
+    return "\n\n".join([where, _table(header, lines)])

@@ -259,14 +259,18 @@ def provenance(rows: list[dict], meta: dict) -> list[str]:
         if row.get("ssmbench_version")
     )
     train_minutes = sum(row.get("train_s") or 0.0 for row in rows) / 60
+
+    def backend(field: str) -> str:
+        return _distinct(row[field] for row in rows if row.get(field))
+
     return [
         f"- Preset: {meta.get('preset', 'not recorded')}",
         f"- Device: {device_label(rows)}",
         f"- torch {_distinct(r.get('torch_version') for r in rows)}; ssmbench {builds}; "
         f"threads {_distinct(r.get('threads') for r in rows)}; "
-        f"scan backend {_distinct(r['scan_backend'] for r in rows if r.get('scan_backend'))}; "
-        f"causal conv {_distinct(r['conv_backend'] for r in rows if r.get('conv_backend'))}; "
-        f"SSD {_distinct(r['ssd_backend'] for r in rows if r.get('ssd_backend'))}; "
+        f"scan backend {backend('scan_backend')}; causal conv {backend('conv_backend')}; "
+        f"SSD {backend('ssd_backend')}; delta rule {backend('delta_rule_backend')}; "
+        f"Mamba-3 {backend('mamba3_backend')}; "
         f"torch.compile {_distinct('on' if r.get('compiled') else 'off' for r in rows)}",
         f"- Seeds: {', '.join(map(str, seeds)) or 'none'}",
         f"- Step budget: {budget}",

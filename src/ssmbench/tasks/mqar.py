@@ -33,6 +33,35 @@ from pydantic import Field, model_validator
 from ssmbench.tasks.base import IGNORE_INDEX, Task, random_subsets
 
 
+def power_law_slots(
+    batch_size: int, slots: int, k: int, power_a: float, generator: torch.Generator
+) -> torch.Tensor:
+    """(B, k) int64: k distinct slots of range(slots) per row, drawn without replacement with
+    P(g) ∝ (g+1)^(power_a-1): zoology's query gaps (short gaps likely)."""
+    weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (power_a - 1)  # (G,)
+    return torch.multinomial(
+        weights.expand(batch_size, -1), k, replacement=False, generator=generator
+    )
+
+
+def query_region(
+    batch_size: int,
+    seq_len: int,
+    start: int,
+    vocab_size: int,
+    random_fill: bool,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """inputs (B, T) int64: zeros, and positions start .. T-1 uniform in {0, .., V-1} when
+    random_fill (zoology's random_non_queries; the queries are written over them)."""
+    inputs = torch.zeros(batch_size, seq_len, dtype=torch.long)  # (B, T)
+    if random_fill:
+        inputs[:, start:] = torch.randint(
+            0, vocab_size, (batch_size, seq_len - start), generator=generator
+        )
+    return inputs
+
+
 class MQAR(Task):
     name: ClassVar[str] = "mqar"
     summary: ClassVar[str] = "recall the values of K keys queried at power-law gaps"
@@ -67,16 +96,10 @@ class MQAR(Task):
         B, T, K, half = batch_size, self.seq_len, self.num_kv_pairs, self.vocab_size // 2
         keys = random_subsets(B, half - 1, K, generator) + 1  # (B, K) in [1, V/2)
         values = random_subsets(B, self.vocab_size - half, K, generator) + half  # (B, K)
-        slots = (T - 2 * K) // 2
-        weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (self.power_a - 1)  # (G,)
-        gaps = torch.multinomial(weights.expand(B, -1), K, replacement=False, generator=generator)
+        gaps = power_law_slots(B, (T - 2 * K) // 2, K, self.power_a, generator)  # (B, K)
         query_at = 2 * K + 2 * gaps  # (B, K) positions of the queries
 
-        inputs = torch.zeros(B, T, dtype=torch.long)  # (B, T)
-        if self.random_non_queries:
-            inputs[:, 2 * K :] = torch.randint(
-                0, self.vocab_size, (B, T - 2 * K), generator=generator
-            )
+        inputs = query_region(B, T, 2 * K, self.vocab_size, self.random_non_queries, generator)
         inputs[:, 0 : 2 * K : 2] = keys
         inputs[:, 1 : 2 * K : 2] = values
         inputs.scatter_(1, query_at, keys)

@@ -7,17 +7,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from ssmbench.tasks.base import Task, one_line
+from ssmbench.tasks.compositional_mqar import CompositionalMQAR
 from ssmbench.tasks.compression import Compression
 from ssmbench.tasks.cumulative_parity import CumulativeParity
+from ssmbench.tasks.flip_flop import FlipFlop
+from ssmbench.tasks.forgetting_mqar import ForgettingMQAR
 from ssmbench.tasks.fuzzy_recall import FuzzyInContextRecall
 from ssmbench.tasks.induction import InductionHeads
 from ssmbench.tasks.majority import Majority
 from ssmbench.tasks.memorization import Memorization
 from ssmbench.tasks.modular_arithmetic import ModularArithmetic
 from ssmbench.tasks.mqar import MQAR
+from ssmbench.tasks.ngram_lookup import NgramLookup
 from ssmbench.tasks.parity import Parity
 from ssmbench.tasks.recall import InContextRecall, NoisyInContextRecall
 from ssmbench.tasks.selective_copy import Copy, SelectiveCopy
+from ssmbench.tasks.string_copy import StringCopy
 from ssmbench.tasks.word_problem import WordProblem
 
 REGISTRY: dict[str, type[Task]] = {
@@ -37,6 +42,11 @@ REGISTRY: dict[str, type[Task]] = {
         WordProblem,
         CumulativeParity,
         Majority,
+        ForgettingMQAR,
+        CompositionalMQAR,
+        StringCopy,
+        NgramLookup,
+        FlipFlop,
     )
 }
 

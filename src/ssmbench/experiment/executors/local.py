@@ -23,6 +23,7 @@ from ssmbench.experiment.cell import Kind, job_id, run_job, sigterm_as_sigint
 from ssmbench.experiment.config import CellConfig
 from ssmbench.experiment.executors import Emit
 from ssmbench.experiment.results import CellResult
+from ssmbench.experiment.sinks import LogSpec
 
 
 def _exit_with_driver(driver_pid: int, parent: int) -> None:
@@ -39,20 +40,29 @@ def _exit_with_driver(driver_pid: int, parent: int) -> None:
             os._exit(1)
 
 
-def _work(kind: Kind, cell_json: str, out_dir: str, events: Any, driver_pid: int) -> None:
+def _work(
+    kind: Kind, cell_json: str, out_dir: str, events: Any, driver_pid: int, log: LogSpec | None
+) -> None:
     """Run one job and send its events; SIGINT or SIGTERM (the driver's, or a scheduler's sent
     to every process) saves the checkpoint and ends the worker without a result."""
     parent = os.getppid()  # first: the driver may die while this worker starts
     threading.Thread(target=_exit_with_driver, args=(driver_pid, parent), daemon=True).start()
+    result = None
     with sigterm_as_sigint():
         try:
             cell = CellConfig.model_validate_json(cell_json)
             name = job_id(kind, cell)
             events.put(("start", name, None))
-            result = run_job(kind, cell, Path(out_dir), lambda p: events.put(("progress", name, p)))
+            progress = lambda p: events.put(("progress", name, p))  # noqa: E731
+            result = run_job(kind, cell, Path(out_dir), progress, log)
         except KeyboardInterrupt:  # the checkpoint is saved; the rerun resumes from it
-            return
-    events.put(("result", name, result))
+            pass
+    # The job is over: a signal now (the driver stopping) must not break the queue's flush at
+    # exit into a traceback; the worker ends on its own in a moment.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if result is not None:
+        events.put(("result", name, result))
 
 
 def _context() -> mp.context.BaseContext:
@@ -64,8 +74,19 @@ def _context() -> mp.context.BaseContext:
 
 
 class LocalExecutor:
-    def __init__(self, workers: int = 1) -> None:
-        self.workers = workers
+    def __init__(self, workers: int = 1, log: LogSpec | None = None) -> None:
+        self.workers, self.log = workers, log
+
+    def _start(self, ctx, kind: Kind, cell: CellConfig, out_dir: Path, events) -> Any:
+        """A started worker process for one job."""
+        if cell.threads is None and self.workers > 1:  # share the cores, no spinning
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            cell = cell.model_copy(update={"threads": threads})
+        args = (kind, cell.model_dump_json(), str(out_dir), events, os.getpid(), self.log)
+        worker = ctx.Process(target=_work, args=args, name=f"ssmbench {job_id(kind, cell)}",
+                             daemon=True)  # fmt: skip
+        worker.start()
+        return worker
 
     def run(self, cells: list[CellConfig], out_dir: Path, emit: Emit, kind: Kind = "train") -> None:
         ctx = _context()
@@ -89,17 +110,7 @@ class LocalExecutor:
             while todo or running:
                 while todo and len(running) < self.workers:
                     cell = todo.popleft()
-                    if cell.threads is None and self.workers > 1:  # share the cores, no spinning
-                        threads = max(1, (os.cpu_count() or 1) // self.workers)
-                        cell = cell.model_copy(update={"threads": threads})
-                    worker = ctx.Process(
-                        target=_work,
-                        args=(kind, cell.model_dump_json(), str(out_dir), events, os.getpid()),
-                        name=f"ssmbench {job_id(kind, cell)}",
-                        daemon=True,
-                    )
-                    worker.start()
-                    running[job_id(kind, cell)] = worker
+                    running[job_id(kind, cell)] = self._start(ctx, kind, cell, out_dir, events)
                 drain(0.2)
                 for cell_id, worker in list(running.items()):
                     if worker.is_alive():

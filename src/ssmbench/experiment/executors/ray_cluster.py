@@ -18,15 +18,19 @@ from ssmbench.experiment.cell import job_id
 from ssmbench.experiment.config import CellConfig, ConfigError, shown
 from ssmbench.experiment.executors import Emit
 from ssmbench.experiment.results import CellResult
+from ssmbench.experiment.sinks import LogSpec
 
 
-def _run_remote(kind: str, cell_json: str, out_dir: str, events: Any) -> CellResult:
+def _run_remote(
+    kind: str, cell_json: str, out_dir: str, events: Any, log: LogSpec | None
+) -> CellResult:
     from ssmbench.experiment.cell import job_id, run_job
 
     cell = CellConfig.model_validate_json(cell_json)
     name = job_id(kind, cell)  # type: ignore[arg-type]
     events.put(("start", name, None))
-    return run_job(kind, cell, Path(out_dir), lambda p: events.put(("progress", name, p)))  # type: ignore[arg-type]
+    progress = lambda p: events.put(("progress", name, p))  # noqa: E731
+    return run_job(kind, cell, Path(out_dir), progress, log)  # type: ignore[arg-type]
 
 
 def check_address(address: str | None) -> None:
@@ -90,6 +94,7 @@ class RayExecutor:
         num_gpus: float = 1.0,
         retries: int = 0,
         max_in_flight: int | None = None,
+        log: LogSpec | None = None,
     ) -> None:
         self.address, self.num_cpus, self.num_gpus, self.retries = (
             address,
@@ -98,6 +103,7 @@ class RayExecutor:
             retries,
         )
         self.max_in_flight = max_in_flight  # None: as many as the cluster can take
+        self.log = log
 
     def _gpus_per_cell(self, cells: list[CellConfig]) -> float:
         import ray
@@ -129,7 +135,7 @@ class RayExecutor:
         def submit() -> None:
             while todo and (self.max_in_flight is None or len(pending) < self.max_in_flight):
                 cell = todo.pop(0)
-                ref = remote.remote(kind, cell.model_dump_json(), str(out_dir), events)
+                ref = remote.remote(kind, cell.model_dump_json(), str(out_dir), events, self.log)
                 pending[ref] = job_id(kind, cell)  # type: ignore[arg-type]
 
         def drain() -> None:
