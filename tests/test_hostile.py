@@ -235,16 +235,10 @@ def test_force_sets_a_damaged_store_aside_and_starts_a_new_one(finished, capsys)
 
 @pytest.fixture
 def markup():
-    """The markup-laden error text of tests/faulty_models.py; its models are unregistered after."""
-    from ssmbench.models import MODELS
-
-    registered = dict(MODELS)
+    """The markup-laden error text of tests/faulty_models.py (conftest unregisters its models)."""
     from faulty_models import MARKUP
 
-    yield MARKUP
-    MODELS.clear()
-    MODELS.update(registered)
-    sys.modules.pop("faulty_models", None)
+    return MARKUP
 
 
 def _display_output(terminal: bool, text: str) -> str:

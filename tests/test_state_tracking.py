@@ -381,3 +381,35 @@ def test_word_problems_cpu_is_a5_and_z60_up_to_k_12():
     assert {t.params["group"] for t in config.settings()} == {"A5", "Z60"}
     assert max(config.all_lengths()) == 12 and config.arch.n_layers == 1
     assert {"lstm", "transformer", "mamba-s6"} <= set(config.models)
+
+
+def test_deltaproduct_s3_is_the_sources_four_configurations():
+    """Siems et al. 2025: S3 trained at k 128 and tested at 512, one layer of 8 heads, batch
+    2,048, lr 1e-3; one or two Householder steps, each with eigenvalues in [-1, 1] and [0, 1]."""
+    config = load_config("deltaproduct-s3")
+    assert [t.params["group"] for t in config.settings()] == ["S3"]
+    assert config.all_lengths() == [128] and config.eval_lengths == [512]
+    train = config.train
+    assert (config.arch.n_layers, train.batch_size, train.lr) == (1, 2048, 1e-3)
+    assert (train.max_steps, train.schedule) == (4900, "cosine")  # 100 epochs of 100,000
+    configurations = {}
+    for name in config.models:
+        options = get(name).check_options(config.arch.options[name])
+        assert options["n_heads"] == 8, name
+        configurations[(options.get("householder", 1), options["negative_eigenvalues"])] = name
+    assert set(configurations) == {(2, True), (2, False), (1, True), (1, False)}
+    assert config.device == "cuda"
+
+
+def test_merrill_word_problems_is_the_sources_protocol():
+    """Merrill et al. 2024 (jopetty/word-problem): Z60, A4xZ5, A5 at k 2 .. 20, LSTM, Transformer,
+    S4, Mamba, d_model 512, AdamW lr 1e-4, weight decay 0.01, batch 32, stop at 99%."""
+    config = load_config("merrill-word-problems")
+    assert [t.params["group"] for t in config.settings()] == ["Z60", "A4xZ5", "A5"]
+    assert config.all_lengths() == list(range(2, 21, 2)) and config.arch.n_layers == 1
+    assert config.models == ["lstm", "transformer", "s4", "mamba-s6"]
+    train = config.train
+    assert (train.optimizer, train.lr, train.weight_decay) == ("adamw", 1e-4, 0.01)
+    assert train.batch_size == 32
+    assert train.target_accuracy == 0.99 and train.patience is None
+    assert (config.arch.d_model, config.device) == (512, "cuda")

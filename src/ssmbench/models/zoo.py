@@ -575,3 +575,10 @@ for _base, _title in (
     ("gated-deltanet", "Gated DeltaNet [-1, 1]"),
 ):
     register(get(_base).variant(f"{_base}-neg", _title, negative_eigenvalues=True))
+
+# DeltaProduct's own comparison (Siems et al. 2025): two Householder steps, eigenvalues in [0, 1].
+register(
+    get("gated-deltaproduct").variant(
+        "gated-deltaproduct-pos", "Gated DeltaProduct [0, 1]", negative_eigenvalues=False
+    )
+)
