@@ -84,6 +84,27 @@ def test_faults_local(tmp_path):
     check_faults(tmp_path, "local")
 
 
+class Vanishing:
+    """An executor whose workers die before their "start" reaches the driver: only the driver's
+    lost result arrives (a queued event is lost with the process that queued it)."""
+
+    def run(self, cells, out_dir, emit, kind="train") -> None:
+        from ssmbench.experiment.cell import job_id
+        from ssmbench.experiment.results import CellResult
+
+        for cell in cells:
+            emit("result", job_id(kind, cell), CellResult.lost(job_id(kind, cell), "SIGKILL"))
+
+
+def test_a_start_lost_with_its_worker_still_counts_an_attempt_in_every_run(tmp_path):
+    config = fault_config("local").model_copy(update={"models": ["lstm"]})
+    for attempts in (1, 2, 3):
+        run_sweep(config, tmp_path, executor=Vanishing())
+        row = rows_by_model(tmp_path)["lstm"]
+        assert (row["status"], row["attempts"]) == ("failed", attempts)
+        assert "died: SIGKILL" in row["error"]
+
+
 def test_faults_ray(tmp_path, ray_cluster):
     run_sweep(fault_config("ray"), tmp_path)
     check_faults(tmp_path, "ray")

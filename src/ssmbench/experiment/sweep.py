@@ -203,14 +203,17 @@ def _run_locked(
         costs = [c for c in cost_cells(config) if store.cost_status(c.cost_id) not in FINISHED]
         costs = costs if config.measure.enabled else []
         by_cost_id = {c.cost_id: c for c in costs}
+        started: set[str] = set()  # this run's starts: each one attempt
         with SweepDisplay(total=len(todo) + len(costs), log_every=log_every) as display:
 
             def emit(kind: str, cell_id: str, payload: object) -> None:
                 if kind == "start":
+                    started.add(cell_id)
                     store.mark_running(by_id[cell_id])
                 elif kind == "result":
                     _stop_if_unwritten(payload)  # type: ignore[arg-type]
-                    if store.status(cell_id) is None:  # its worker died before saying "start"
+                    if cell_id not in started:  # its worker died before its "start" was sent
+                        started.add(cell_id)
                         store.mark_running(by_id[cell_id])
                     store.finish(cell_id, payload)  # type: ignore[arg-type]
                 display.event(kind, cell_id, payload)
