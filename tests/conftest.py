@@ -8,7 +8,7 @@ import ssmbench  # noqa: F401  first: the test process waits as ssmbench's own p
 import pytest
 import torch
 
-from ssmbench.models import MODELS
+from ssmbench.models import restored_registry
 from ssmbench.tasks.registry import REGISTRY as TASKS
 
 TESTS = str(Path(__file__).parent)
@@ -22,10 +22,9 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def isolated_registries():
     """Whatever a test registers is gone after it: models, tasks, and the plugin modules it
     imported from tests/ (a config naming `--plugins faulty_models` imports it in this process)."""
-    models, task_classes, modules = dict(MODELS), dict(TASKS), set(sys.modules)
-    yield
-    MODELS.clear()
-    MODELS.update(models)
+    task_classes, modules = dict(TASKS), set(sys.modules)
+    with restored_registry():
+        yield
     TASKS.clear()
     TASKS.update(task_classes)
     for name in set(sys.modules) - modules:

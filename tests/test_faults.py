@@ -92,8 +92,8 @@ class Vanishing:
         from ssmbench.experiment.cell import job_id
         from ssmbench.experiment.results import CellResult
 
-        for cell in cells:
-            emit("result", job_id(kind, cell), CellResult.lost(job_id(kind, cell), "SIGKILL"))
+        for name in (job_id(kind, cell) for cell in cells):
+            emit("result", name, CellResult.lost(name, "SIGKILL"))
 
 
 def test_a_start_lost_with_its_worker_still_counts_an_attempt_in_every_run(tmp_path):
