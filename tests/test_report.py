@@ -191,7 +191,7 @@ def test_report_has_provenance_every_table_figure_and_failures(
         "0.1.0 (git deadbeef)",
         "threads 2",
         "sequential",
-        "SSD not recorded; delta rule not recorded; Mamba-3 not recorded; torch.compile off",
+        "scan backend sequential; causal conv torch; torch.compile off",  # only those called
         "Seeds: 0, 1",
         "max steps 4000",
         "batch 64",

@@ -34,6 +34,15 @@ KERNEL_FIELDS: dict[str, tuple[str, Callable[[torch.device], str]]] = {
     "mamba3": ("mamba3_backend", mamba3_backend),
 }
 
+# How reports name each field.
+KERNEL_LABELS = {
+    "scan_backend": "scan backend",
+    "conv_backend": "causal conv",
+    "ssd_backend": "SSD",
+    "delta_rule_backend": "delta rule",
+    "mamba3_backend": "Mamba-3",
+}
+
 
 def recorded_backends(model: nn.Module, device: torch.device) -> dict[str, str | None]:
     """Each kernel family's result field -> the backend `model` runs on `device`, or None."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ssmbench.experiment.bench import METRIC_NAMES
 from ssmbench.experiment.flops import MATMUL_N
 from ssmbench.experiment.profile import GROUPS
+from ssmbench.models.kernels import KERNEL_LABELS
 
 
 def _cell(value: object, digits: int = 2) -> str:
@@ -62,11 +63,8 @@ def _where(rows: list[dict]) -> str:
         return ", ".join(sorted({r[field] for r in rows if r.get(field)})) or none
 
     kernels = {
-        "scan backend": ran("scan_backend", "none (no S6 model)"),
-        "causal conv": ran("conv_backend"),
-        "SSD": ran("ssd_backend"),
-        "delta rule": ran("delta_rule_backend"),
-        "Mamba-3": ran("mamba3_backend"),
+        label: ran(field, "none (no S6 model)" if field == "scan_backend" else "none")
+        for field, label in KERNEL_LABELS.items()
     }
     return (
         f"Measured on {first['device']} ({first['device_name']}), torch {first['torch_version']}, "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ssmbench.experiment.results import FAILURES, Status
+from ssmbench.models.kernels import KERNEL_LABELS
 
 FAILED = tuple(sorted(s.value for s in FAILURES))
 CURVES_IMAGE = "learning_curves.png"
@@ -260,17 +261,17 @@ def provenance(rows: list[dict], meta: dict) -> list[str]:
     )
     train_minutes = sum(row.get("train_s") or 0.0 for row in rows) / 60
 
-    def backend(field: str) -> str:
-        return _distinct(row[field] for row in rows if row.get(field))
-
+    kernels = "; ".join(  # the families some model of these rows calls
+        f"{label} {_distinct(row[field] for row in rows if row.get(field))}"
+        for field, label in KERNEL_LABELS.items()
+        if any(row.get(field) for row in rows)
+    )
     return [
         f"- Preset: {meta.get('preset', 'not recorded')}",
         f"- Device: {device_label(rows)}",
         f"- torch {_distinct(r.get('torch_version') for r in rows)}; ssmbench {builds}; "
         f"threads {_distinct(r.get('threads') for r in rows)}; "
-        f"scan backend {backend('scan_backend')}; causal conv {backend('conv_backend')}; "
-        f"SSD {backend('ssd_backend')}; delta rule {backend('delta_rule_backend')}; "
-        f"Mamba-3 {backend('mamba3_backend')}; "
+        f"{kernels or 'no kernel family recorded'}; "
         f"torch.compile {_distinct('on' if r.get('compiled') else 'off' for r in rows)}",
         f"- Seeds: {', '.join(map(str, seeds)) or 'none'}",
         f"- Step budget: {budget}",
