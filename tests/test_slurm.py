@@ -38,8 +38,9 @@ def config(**overrides):
 
 
 class Signalling(SlurmExecutor):
-    """submitit's local executor; the job of `target` gets `signum` once it reports step 20 (its
-    step-10 checkpoint is saved by then). Records the progress steps of each of its starts."""
+    """submitit's local executor; the job of `target` gets `signum` once it reports a step 10
+    past the first it reported in this start (that first step's checkpoint is saved by then, so
+    each start leaves a newer checkpoint). Records the progress steps of each of its starts."""
 
     def __init__(self, target: str, signum: int | None, **kwargs) -> None:
         super().__init__(cluster="local", **kwargs)
@@ -53,7 +54,12 @@ class Signalling(SlurmExecutor):
                 self.attempts.append([])
             if name == self.target and event == "progress" and "step" in payload:
                 self.attempts[-1].append(payload["step"])
-                if self.signum is not None and self.signalled is None and payload["step"] >= 20:
+                first = self.attempts[-1][0]
+                if (
+                    self.signum is not None
+                    and self.signalled is None
+                    and payload["step"] >= first + 10
+                ):
                     self.signalled = self.running[name].job
                     for task in psutil.Process(int(self.signalled.job_id)).children():
                         task.send_signal(self.signum)  # the job's task, under its controller
