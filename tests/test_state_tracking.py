@@ -347,7 +347,7 @@ def test_state_tracking_cpu_trains_short_and_tests_long():
         assert (task.params["train_lengths"], task.params["test_lengths"]) == ("3-40", "40-256")
         assert lengths == [40], "trained at the top of train_lengths"
     assert config.eval_lengths == [64, 128, 256] and config.seeds == [0, 1, 2]
-    for base in ("mamba-s6", "mamba2", "deltanet"):  # each side of the eigenvalue range
+    for base in ("mamba-s6", "mamba2", "deltanet", "gated-deltanet"):  # each side of the range
         assert {base, f"{base}-neg"} <= set(config.models)
         assert get(f"{base}-neg").options()["negative_eigenvalues"] is True
         assert get(base).options()["negative_eigenvalues"] is False
