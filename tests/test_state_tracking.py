@@ -342,7 +342,7 @@ def test_lstm_learns_cumulative_parity_short_and_keeps_it_long():
 
 def test_state_tracking_cpu_trains_short_and_tests_long():
     config = load_config("state-tracking-cpu")
-    assert {t.name for t in config.settings()} == {"parity"}
+    assert {t.name for t in config.settings()} == {"cumulative-parity"}
     for task, lengths in config.setting_lengths():
         assert (task.params["train_lengths"], task.params["test_lengths"]) == ("3-40", "40-256")
         assert lengths == [40], "trained at the top of train_lengths"
@@ -383,22 +383,37 @@ def test_word_problems_cpu_is_a5_and_z60_up_to_k_12():
     assert {"lstm", "transformer", "mamba-s6"} <= set(config.models)
 
 
-def test_deltaproduct_s3_is_the_sources_four_configurations():
-    """Siems et al. 2025: S3 trained at k 128 and tested at 512, one layer of 8 heads, batch
-    2,048, lr 1e-3; one or two Householder steps, each with eigenvalues in [-1, 1] and [0, 1]."""
-    config = load_config("deltaproduct-s3")
+def householder_configurations(config, n_heads: int) -> set[tuple[int, bool]]:
+    """(Householder steps, negative eigenvalues) of each model of an S3 preset, heads checked."""
+    configurations = set()
+    for name in config.models:
+        options = get(name).check_options(config.arch.options[name])
+        assert options["n_heads"] == n_heads and config.arch.d_model // n_heads == 16, name
+        configurations.add((options.get("householder", 1), options["negative_eigenvalues"]))
+    assert len(configurations) == len(config.models)
+    return configurations
+
+
+@pytest.mark.parametrize("preset", ["deltaproduct-s3", "deltaproduct-s3-cpu"])
+def test_deltaproduct_s3_presets_are_the_sources_four_configurations(preset):
+    """Siems et al. 2025: S3 trained at k 128 and tested at 512, one layer of heads of 16
+    channels, lr 1e-3 cosine; one or two Householder steps, each with eigenvalues in [-1, 1] and
+    [0, 1]."""
+    config = load_config(preset)
     assert [t.params["group"] for t in config.settings()] == ["S3"]
     assert config.all_lengths() == [128] and config.eval_lengths == [512]
     train = config.train
-    assert (config.arch.n_layers, train.batch_size, train.lr) == (1, 2048, 1e-3)
-    assert (train.max_steps, train.schedule) == (4900, "cosine")  # 100 epochs of 100,000
-    configurations = {}
-    for name in config.models:
-        options = get(name).check_options(config.arch.options[name])
-        assert options["n_heads"] == 8, name
-        configurations[(options.get("householder", 1), options["negative_eigenvalues"])] = name
-    assert set(configurations) == {(2, True), (2, False), (1, True), (1, False)}
-    assert config.device == "cuda"
+    assert (config.arch.n_layers, train.lr, train.schedule) == (1, 1e-3, "cosine")
+    heads = 8 if config.device == "cuda" else 4
+    both = {(2, True), (2, False), (1, True), (1, False)}
+    assert householder_configurations(config, heads) == both
+
+
+def test_the_gpu_s3_preset_has_the_sources_budget():
+    config = load_config("deltaproduct-s3")
+    train = config.train
+    assert (train.batch_size, train.max_steps) == (2048, 4900)  # 100 epochs of 100,000
+    assert config.device == "cuda" and load_config("deltaproduct-s3-cpu").device == "cpu"
 
 
 def test_merrill_word_problems_is_the_sources_protocol():
