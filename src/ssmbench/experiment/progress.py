@@ -1,6 +1,7 @@
 """What a sweep shows while it runs.
 
-On a terminal: a live display of cells done / total and, for each running cell, its step, loss,
+On a terminal: a live display of jobs done / total (the cells to train and the cost
+measurements, one per model and shape) and, for each running cell, its step, loss,
 validation accuracy and time left. Elsewhere (a pipe, a file, CI): plain lines, never wrapped,
 one when a cell starts, one when it ends, and a progress line per running cell at most every
 `log_every` seconds. Every message is plain text: model, user and exception text is never read as
@@ -64,7 +65,7 @@ class SweepDisplay:
             console=self.console,
             disable=not self.live,
         )
-        self.overall = self.progress.add_task("cells", total=total, info="")
+        self.overall = self.progress.add_task("jobs", total=total, info="")
         self.cells: dict[str, TaskID] = {}
 
     def __enter__(self) -> SweepDisplay:
@@ -88,7 +89,7 @@ class SweepDisplay:
             self.cells[cell_id] = self.progress.add_task(cell_id, total=None, info="starting")
             self.last_logged[cell_id] = time.monotonic()
             if not self.live:
-                self.say(f"{cell_id}: started ({self.finished}/{self.total} cells finished)")
+                self.say(f"{cell_id}: started ({self.finished}/{self.total} jobs finished)")
         elif kind == "progress" and "warning" in payload:
             self.say(f"{cell_id}: warning: {payload['warning']}")
         elif kind == "progress" and cell_id in self.cells:
