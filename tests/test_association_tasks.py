@@ -440,7 +440,15 @@ def test_associations_cpu_has_the_tasks_and_scores_them_longer():
     assert set(names) == {"forgetting-mqar", "compositional-mqar", "flip-flop", "string-copy"}
     flips = {t.params.get("test_p_ignore") for t in config.settings() if t.name == "flip-flop"}
     assert flips == {0.98, 0.1}, "the paper's sparse and dense tests"
-    assert {"transformer", "gla", "mamba2", "mamba-s6", "lstm"} <= set(config.models)
+    assert {
+        "transformer",
+        "gla",
+        "mamba2",
+        "mamba-s6",
+        "lstm",
+        "deltanet",
+        "gated-deltanet",
+    } <= set(config.models)
     assert config.eval_lengths and min(config.eval_lengths) > max(config.all_lengths() or [0])
     for task, lengths in config.setting_lengths():
         for length in [*lengths, *config.eval_lengths]:

@@ -568,12 +568,8 @@ for _name, _make, _layer, _title, _reference in (
 # The eigenvalue range as a model of its own, so that one sweep holds both sides of Grazzi et al.
 # 2025's comparison ([0, 1] against [-1, 1]) under their own names: each of these models with
 # negative_eigenvalues on by default (everything else, its mixer's colour included, the same).
-for _base, _title in (
-    ("mamba-s6", "Mamba-S6 [-1, 1]"),
-    ("mamba2", "Mamba-2 [-1, 1]"),
-    ("deltanet", "DeltaNet [-1, 1]"),
-    ("gated-deltanet", "Gated DeltaNet [-1, 1]"),
-):
+for _base in ("mamba-s6", "mamba2", "deltanet", "gated-deltanet"):
+    _title = f"{get(_base).title} [-1, 1]"  # the base model's name, so tables pair them
     register(get(_base).variant(f"{_base}-neg", _title, negative_eigenvalues=True))
 
 # DeltaProduct's own comparison (Siems et al. 2025): two Householder steps, eigenvalues in [0, 1].
