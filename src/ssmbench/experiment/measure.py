@@ -268,6 +268,35 @@ class Utilization:
         self.kind = "cpu-process"
 
 
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for the device's queued work (nothing on the CPU), so a timer sees it done."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _trainer(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    device: torch.device,
+    hp: TrainConfig,
+    compile: bool,
+    compile_backend: CompileBackend,
+) -> tuple[nn.Module, Callable[[], None]]:
+    """A fresh copy of `model` on `device` with its own optimizer, and its training step."""
+    trainee = copy.deepcopy(model).to(device).train()
+    if compile:
+        compile_model(trainee, compile_backend)
+    optimizer = make_optimizer(trainee, hp)
+    steps = iter(range(1 << 62))
+
+    def step() -> None:
+        train_step(trainee, optimizer, inputs, labels, hp, next(steps))
+
+    return trainee, step
+
+
 def measure(
     model: nn.Module,
     inputs: Tensor,
@@ -287,29 +316,14 @@ def measure(
     hp = hp or TrainConfig()
     check_counts(warmup, repeats)
     inputs, labels = inputs.to(device), labels.to(device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def trainer() -> tuple[nn.Module, Callable[[], None]]:
-        trainee = copy.deepcopy(model).to(device).train()
-        if compile:
-            compile_model(trainee, compile_backend)
-        optimizer = make_optimizer(trainee, hp)
-        steps = iter(range(1 << 62))
-
-        def step() -> None:
-            train_step(trainee, optimizer, inputs, labels, hp, next(steps))
-
-        return trainee, step
-
+    sync = _synchronizer(device)
+    setup = (inputs, labels, device, hp, compile, compile_backend)
     started = time.perf_counter()
-    trainer()[1]()  # priming: one-time library and cache set-up stays out of the peak
+    _trainer(model, *setup)[1]()  # priming: one-time library and cache set-up stays out of the peak
     sync()
     prime_s = time.perf_counter() - started
     with PeakMemory(device) as memory, ProcessDeviceMemory(device) as device_memory:
-        trainee, timed_step = trainer()
+        trainee, timed_step = _trainer(model, *setup)
         for _ in range(warmup):
             timed_step()
         with Utilization(device) as utilization:
