@@ -351,6 +351,7 @@ def test_state_tracking_cpu_trains_short_and_tests_long():
         assert {base, f"{base}-neg"} <= set(config.models)
         assert get(f"{base}-neg").options()["negative_eigenvalues"] is True
         assert get(base).options()["negative_eigenvalues"] is False
+        assert get(f"{base}-neg").title == f"{get(base).title} [-1, 1]", "tables pair them"
     assert {"lstm", "transformer", "slstm", "mamba3"} <= set(config.models)
     assert config.arch.options == {}  # the variants are models, not options of one sweep
     built = config.settings()[0].build(256)
