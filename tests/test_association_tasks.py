@@ -16,6 +16,7 @@ from small_runs import scores_by_length
 
 from ssmbench import tasks
 from ssmbench.experiment.config import load_config
+from ssmbench.models.registry import get
 from ssmbench.tasks import IGNORE_INDEX
 from ssmbench.tasks.data import TrainingStream, held_out, row_digests
 from ssmbench.tasks.metrics import score_predictions
@@ -453,3 +454,23 @@ def test_associations_cpu_has_the_tasks_and_scores_them_longer():
     for task, lengths in config.setting_lengths():
         for length in [*lengths, *config.eval_lengths]:
             task.build(length)
+
+
+def test_forgetting_mqar_cpu_compares_the_issues_mixers_over_a_range_of_state_sizes():
+    config = load_config("forgetting-mqar-cpu")
+    assert {t.name for t in config.settings()} == {"forgetting-mqar"}
+    delta, others = {"deltanet", "gated-deltanet"}, {"gla", "retnet", "based", "mamba2"}
+    assert delta | others | {"transformer"} == set(config.models)
+    states: dict[str, list[int]] = {}
+    for cell in config.cells():
+        sizes = cell.arch.build_kwargs(cell.model)
+        d_model, d_state = sizes.pop("d_model"), sizes.pop("d_state")
+        sizes.pop("n_layers")
+        states.setdefault(cell.model, []).append(
+            get(cell.model).state(d_model, d_state, cell.seq_len, **sizes)
+        )
+    fixed = [states[m] for m in delta | others]
+    # every fixed-state model has a width whose state lies within 4x of a delta-rule width's
+    for sizes in fixed:
+        assert any(a / 4 <= b <= 4 * a for a in sizes for b in states["deltanet"]), states
+    assert config.arch.options["based"]["window"] == 0, "a window of 64 would hold the context"

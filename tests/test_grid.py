@@ -182,6 +182,25 @@ def test_lr_is_chosen_per_width_and_accuracy_is_plotted_against_d_model():
     assert "Mamba (S6) @d64" in metric_table(rows, "accuracy")
 
 
+def test_width_swept_models_are_plotted_against_their_state_size():
+    rows = [
+        {**row(f"{model}@d{d}", d, 1e-3, val=0.5, test=acc), "state_size": state,
+         "config": {"model": model, "arch": {"d_model": d}, "task": {"name": "mqar"}}}
+        for model, d, state, acc in [
+            ("deltanet", 32, 400, 0.6), ("deltanet", 64, 1600, 0.9),
+            ("gla", 64, 512, 0.1), ("gla", 128, 2048, 0.3),
+        ]
+    ]  # fmt: skip
+    choices = choose(rows)
+    assert difficulty_axes(choices) == {"mqar": ["d_model", "state_size"]}
+    assert along_axis(choices, "mqar", "state_size") == {
+        "deltanet": {400: 0.6, 1600: 0.9},
+        "gla": {512: 0.1, 2048: 0.3},
+    }
+    unknown = [{**r, "state_size": None} for r in rows]  # rows from before state sizes were kept
+    assert difficulty_axes(choose(unknown)) == {"mqar": ["d_model"]}
+
+
 def test_a_width_swept_cell_trains_and_is_stored_under_its_model_key(tmp_path):
     config = grid(
         lengths=None,

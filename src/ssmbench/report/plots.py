@@ -37,6 +37,7 @@ from ssmbench.report.tables import (
 FIGSIZE = (10.0, 5.0)  # inches
 DPI = 120
 LOG_SPAN = 20.0  # a log y axis when the largest bar is this many times the smallest
+AXIS_LABELS = {"state_size": "state per layer (elements; attention: its KV cache at the length)"}
 
 
 def _png(fig: Figure) -> bytes:
@@ -233,7 +234,7 @@ def along(choices: list[Choice], task_name: str, axis: str) -> bytes:
     if all(isinstance(x, (int, float)) and x > 0 for v in lines.values() for x in v):
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlabel(axis)
+    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
     ax.set_ylabel("test accuracy (%, per token)")
     ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)

@@ -73,7 +73,7 @@ class Choice:
     chosen: GridPoint | None  # None when no point has a finished seed
     points: list[GridPoint] = field(default_factory=list)
     display_name: str = ""  # the registry's, as its rows recorded it ('' for old rows)
-    facts: dict[str, Any] = field(default_factory=dict)  # its rows' mixer and block (plot styles)
+    facts: dict[str, Any] = field(default_factory=dict)  # its rows' mixer, block and state size
     base_model: str = ""  # the registry name (model is the model key, e.g. mamba-s6@d128)
     d_model: int | None = None  # the width its rows were trained at
 
@@ -122,7 +122,7 @@ def choose(rows: list[dict]) -> list[Choice]:
         params = dict((next(iter(grid.values()))[0].get("config") or {}).get("task", {}))
         name = str(params.pop("name", task))
         first = next(iter(grid.values()))[0]
-        facts = {key: first.get(key) for key in ("mixer", "block")}
+        facts = {key: first.get(key) for key in ("mixer", "block", "state_size")}
         title = first.get("display_name") or ""
         config = first.get("config") or {}
         base, width = config.get("model", model), (config.get("arch") or {}).get("d_model")
@@ -162,26 +162,35 @@ def scores(choices: list[Choice]) -> list[Score]:
     return sorted(found, key=lambda s: -s.score)
 
 
+WIDTH_AXES = ("d_model", "state_size")  # axes along which a model's widths make one line
+
+
 def difficulty_axes(choices: list[Choice]) -> dict[str, list[str]]:
-    """Per task name, the axes (seq_len, d_model and task parameters) that take several values."""
+    """Per task name, the axes (seq_len, d_model and task parameters) that take several values;
+    where widths are swept and every row knows its state size, also state_size (the Based
+    paper's recall against state size: models compared at equal state, not equal width)."""
     axes: dict[str, list[str]] = {}
     for name in dict.fromkeys(c.task_name for c in choices):
         mine = [c for c in choices if c.task_name == name]
         keys = ["seq_len", "d_model", *sorted({k for c in mine for k in c.task_params})]
         axes[name] = [k for k in keys if len({_axis_value(c, k) for c in mine}) > 1]
+        if "d_model" in axes[name] and all(c.facts.get("state_size") for c in mine):
+            axes[name].insert(axes[name].index("d_model") + 1, "state_size")
     return axes
 
 
 def _axis_value(choice: Choice, axis: str) -> Any:
     if axis in ("seq_len", "d_model"):
         return getattr(choice, axis)
+    if axis == "state_size":
+        return choice.facts.get("state_size")
     return choice.task_params.get(axis)
 
 
 def line_of(choice: Choice, axis: str) -> str:
-    """The line a choice belongs to on a plot along `axis`: its model key, or along d_model
-    the registry model (its widths are the points of one line)."""
-    return (choice.base_model or choice.model) if axis == "d_model" else choice.model
+    """The line a choice belongs to on a plot along `axis`: its model key, or along d_model and
+    state_size the registry model (its widths are the points of one line)."""
+    return (choice.base_model or choice.model) if axis in WIDTH_AXES else choice.model
 
 
 def along_axis(choices: list[Choice], task_name: str, axis: str) -> dict[str, dict[Any, float]]:
