@@ -124,6 +124,28 @@ def test_every_preset_dry_runs(name, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "never").exists()
 
 
+def test_the_estimate_times_steps_with_the_threads_each_worker_gets(monkeypatch):
+    """Two local workers on 8 cores run 4 threads each; the estimate times them so (small
+    steps are slower on more threads), then leaves torch's thread count as it was."""
+    import torch
+
+    from ssmbench.experiment import estimate
+
+    seen = []
+
+    def timed(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return {"train_ms": 1.0, "infer_ms": 1.0}
+
+    monkeypatch.setattr(estimate, "measure", timed)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    config = load_config("smoke", overrides={"models": ["lstm"], "lengths": [8], "workers": 2})
+    printed = estimate.format_estimate(config, estimate.estimate(config))
+    assert seen == [4] and torch.get_num_threads() == before
+    assert "4 torch thread(s) each" in printed
+
+
 def test_cells_cover_the_grid_with_distinct_ids_and_shared_cost_ids():
     config = load_config(
         "smoke",

@@ -5,17 +5,23 @@ For a (model, shape) with training step time t_train and inference step time t_i
 a few steps, on this machine, now), each of its cells costs at most
     max_steps · t_train + (max_steps / eval_every) · ceil(val_size / batch) · t_infer
 seconds (early stopping can only shorten it); the sweep's wall time is their sum over `workers`.
-The figure is rough: a few steps, taken while whatever else runs on the machine runs.
+Steps are timed with the torch threads a worker of the sweep gets (local workers split the
+cores), one (model, shape) at a time: workers running side by side also share the memory
+bandwidth, which the estimate does not see. The figure is rough: a few steps, taken while
+whatever else runs on the machine runs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from ssmbench.experiment.config import CellConfig, SweepConfig
+from ssmbench.experiment.executors.local import sharing_cores
 from ssmbench.experiment.measure import measure, resolve_device
 from ssmbench.experiment.train import build_model
 
@@ -37,21 +43,35 @@ class ShapeEstimate:
         return self.compile_s + steps_s
 
 
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to n (None: left as they are) inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def estimate(config: SweepConfig, steps: int = 3) -> list[ShapeEstimate]:
-    """Time `steps` training and inference steps (after one untimed) per (model, shape)."""
+    """Time `steps` training and inference steps (after one untimed) per (model, shape), with
+    the threads each of the sweep's workers gets."""
+    workers = config.workers if config.executor == "local" else 1
     groups: dict[str, list[CellConfig]] = {}
     for cell in config.cells():
         groups.setdefault(cell.cost_id, []).append(cell)
     found = []
     for cells in groups.values():
-        cell = cells[0]
+        cell = sharing_cores(cells[0], workers)
         device = resolve_device(cell.device)
         torch.manual_seed(cell.seed)
         task = cell.task.build(cell.seq_len)
         model = build_model(cell, task)
         batch = task.sample(cell.train.batch_size, torch.Generator().manual_seed(0), train=True)
-        cost = measure(model, *batch, device, warmup=1, repeats=steps, hp=cell.train,
-                       compile=cell.compile)  # fmt: skip
+        with _threads(cell.threads):
+            cost = measure(model, *batch, device, warmup=1, repeats=steps, hp=cell.train,
+                           compile=cell.compile)  # fmt: skip
         compile_s = cost.get("compile_s") or 0.0  # None when eager
         found.append(ShapeEstimate(cell, len(cells), cost["train_ms"], cost["infer_ms"], compile_s))
     return found
@@ -79,7 +99,9 @@ def dry_run(config: SweepConfig) -> str:
 def format_estimate(config: SweepConfig, found: list[ShapeEstimate]) -> str:
     """The cells, then a line per (model, shape) and the total, as plain text."""
     lines = format_cells(config)
-    lines.append("estimate from a few timed steps per (model, shape), on this machine, now:")
+    threads = {shape.cell.threads for shape in found} - {None}
+    each = f", {'/'.join(map(str, sorted(threads)))} torch thread(s) each" if threads else ""
+    lines.append(f"estimate from a few timed steps per (model, shape){each}, on this machine, now:")
     total = 0.0
     for shape in found:
         cost = shape.cells * shape.seconds_per_cell

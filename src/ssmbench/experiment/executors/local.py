@@ -73,15 +73,21 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
+def sharing_cores(cell: CellConfig, workers: int) -> CellConfig:
+    """The cell as one of `workers` side by side runs it: without its own thread count, the
+    cores split evenly between them (threads spinning on shared cores only slow each other)."""
+    if cell.threads is None and workers > 1:
+        return cell.model_copy(update={"threads": max(1, (os.cpu_count() or 1) // workers)})
+    return cell
+
+
 class LocalExecutor:
     def __init__(self, workers: int = 1, log: LogSpec | None = None) -> None:
         self.workers, self.log = workers, log
 
     def _start(self, ctx, kind: Kind, cell: CellConfig, out_dir: Path, events) -> Any:
         """A started worker process for one job."""
-        if cell.threads is None and self.workers > 1:  # share the cores, no spinning
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
-            cell = cell.model_copy(update={"threads": threads})
+        cell = sharing_cores(cell, self.workers)
         args = (kind, cell.model_dump_json(), str(out_dir), events, os.getpid(), self.log)
         worker = ctx.Process(target=_work, args=args, name=f"ssmbench {job_id(kind, cell)}",
                              daemon=True)  # fmt: skip
