@@ -112,12 +112,12 @@ def test_without_the_packages_the_torch_paths_run_and_are_recorded():
     model = build("mamba2", vocab_size=8, d_model=8, n_layers=1, d_state=4)
     assert recorded_backends(model, CPU) == {
         "scan_backend": None, "conv_backend": "torch-shifted", "ssd_backend": "torch",
-        "delta_rule_backend": None, "mamba3_backend": None,
+        "delta_rule_backend": None, "mamba3_backend": None, "mamba3_mimo_backend": None,
     }  # fmt: skip
     mamba = build("mamba-s6", vocab_size=8, d_model=8, n_layers=1, d_state=4)
     assert recorded_backends(mamba, CPU) == {
         "scan_backend": resolve_backend(CPU), "conv_backend": "torch-shifted", "ssd_backend": None,
-        "delta_rule_backend": None, "mamba3_backend": None,
+        "delta_rule_backend": None, "mamba3_backend": None, "mamba3_mimo_backend": None,
     }  # fmt: skip
     lstm = build("lstm", vocab_size=8, d_model=8, n_layers=1)
     assert set(recorded_backends(lstm, CPU).values()) == {None}
@@ -348,6 +348,12 @@ def test_mamba3_runs_mambas_siso_kernel_with_upstreams_layout_and_uses_its_outpu
     signed = Mamba3(16, d_state=8, headdim=8, negative_eigenvalues=True).double()
     with pytest.raises(ValueError, match="negative_eigenvalues: mamba_ssm's Mamba-3 kernel"):
         signed(u)  # exp(ΔA) only: refused, not silently run with [0, 1]
+    mimo = build("mamba3-mimo", vocab_size=8, d_model=16, n_layers=1, d_state=8)
+    recorded = recorded_backends(mimo, CPU)  # the SISO kernel installed, MIMO not dispatched
+    assert recorded["mamba3_backend"] is None and recorded["mamba3_mimo_backend"] == "torch"
+    calls.clear()
+    mimo(torch.randint(0, 8, (2, 7)))
+    assert calls == []
 
 
 def install_module(monkeypatch, kernel: tuple[str, str], function) -> None:

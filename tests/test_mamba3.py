@@ -1,17 +1,22 @@
-"""Mamba-3's SISO op and layer: the parallel form against the step-by-step recurrence and a
-quadratic form, float64, forward and every gradient; the rotation; the layer's options."""
+"""Mamba-3's op and layer, SISO and MIMO: the parallel form against the step-by-step recurrence
+and a quadratic form, float64, forward and every gradient; the rotations; the layer's options,
+and the MIMO layer against upstream's MIMO step reference written out here."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ssmbench.layers.mamba3 import Mamba3, heavy_tail
 from ssmbench.ops.linear_attention import linear_attention_reference
 from ssmbench.ops.mamba3 import (
     cumulative_phase,
+    mamba3_mimo,
+    mamba3_mimo_reference,
     mamba3_siso,
     mamba3_siso_reference,
+    rotate_halves,
     rotate_pairs,
 )
 
@@ -119,8 +124,8 @@ def test_the_layer_has_upstreams_projections(rope_fraction, angles):
     layer = Mamba3(64, d_state=16, headdim=32, rope_fraction=rope_fraction)
     # z, x (E = 128), B, C (G N = 16), dt, A, λ (H = 4) and the angles
     assert layer.in_proj.out_features == 2 * 128 + 2 * 16 + 3 * 4 + angles
-    assert layer.B_bias.shape == layer.C_bias.shape == (4, 16)
-    assert torch.equal(layer.B_bias, torch.ones(4, 16))
+    assert layer.B_bias.shape == layer.C_bias.shape == (4, 1, 16)  # (H, mimo_rank, N)
+    assert torch.equal(layer.B_bias, torch.ones(4, 1, 16))
 
 
 def signed_recurrence(q, k, v, dA, dt, trap):
@@ -157,6 +162,150 @@ def test_mamba3_with_negative_eigenvalues_decodes_as_it_runs():
     layer = Mamba3(16, d_state=8, headdim=8, chunk=4, negative_eigenvalues=True).double()
     with torch.no_grad():
         layer.dt_bias.fill_(2.0)  # Δ ≈ 2: ΔA below -log 2 at most steps (a < 0)
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    state, steps = layer.init_state(2, x), []
+    with torch.no_grad():
+        for t in range(11):
+            y, state = layer.step(x[:, t], state)
+            steps.append(y)
+        torch.testing.assert_close(torch.stack(steps, 1), layer(x), atol=1e-10, rtol=0)
+
+
+def mimo_inputs(L: int, R: int, B: int = 2, H: int = 2, N: int = 4, P: int = 3) -> list:
+    q, k, v, log_decay, dt, trap = (x.detach() for x in inputs(L, B, H, N, P))
+    g = torch.Generator().manual_seed(R)
+    q, k = (torch.randn(B, H, L, R, N, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(B, H, L, R, P, generator=g, dtype=torch.float64)
+    return [x.requires_grad_() for x in (q, k, v, log_decay, dt, trap)]
+
+
+def mimo_quadratic(q, k, v, log_decay, dt, trap):
+    """y_{t,r} = Σ_{s<=t} Σ_{r'} e^{b_t - b_s} w_ts (q_{t,r}·k_{s,r'}) v_{s,r'}, w as in
+    `quadratic`: every rank of a position reads every rank's write of it and before."""
+    L = q.shape[2]
+    b = log_decay.cumsum(-1)  # (B, H, L)
+    mask = torch.ones(L, L, dtype=torch.bool).tril()
+    decay = (b[..., :, None] - b[..., None, :]).masked_fill(~mask, -math.inf).exp()  # (B,H,t,s)
+    back = torch.cat([((1 - trap) * dt)[..., 1:], torch.zeros_like(dt[..., :1])], -1)
+    weight = (trap * dt + back)[..., None, :] - torch.diag_embed(back)  # (B, H, t, s)
+    scores = torch.einsum("bhtrn,bhsun->bhtrsu", q, k) * (decay * weight)[:, :, :, None, :, None]
+    return torch.einsum("bhtrsu,bhsup->bhtrp", scores, v)  # (B, H, L, R, P)
+
+
+@pytest.mark.parametrize("R", [2, 3])
+@pytest.mark.parametrize("L", LENGTHS)
+def test_mimo_parallel_form_is_the_recurrence_and_the_quadratic_form(L, R):
+    """chunk 64 counts (position, rank) pairs: L·R either side of one and two chunks."""
+    xs = mimo_inputs(L, R)
+    fast, ref = mamba3_mimo(*xs), mamba3_mimo_reference(*xs)
+    torch.testing.assert_close(fast, ref, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(mimo_quadratic(*xs), ref, atol=1e-10, rtol=1e-10)
+    for a, b in zip(grads(fast, xs), grads(ref, xs), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 16, 200])
+def test_mimo_chunks_may_split_a_positions_ranks(chunk):
+    xs = mimo_inputs(23, 4)
+    torch.testing.assert_close(mamba3_mimo(*xs, chunk=chunk), mamba3_mimo_reference(*xs),
+                               atol=1e-10, rtol=1e-10)  # fmt: skip
+
+
+def test_mimo_with_one_rank_is_siso():
+    xs = [x.detach() for x in inputs(19)]
+    ranked = [x[:, :, :, None] for x in xs[:3]]
+    torch.testing.assert_close(mamba3_mimo(*ranked, *xs[3:])[:, :, :, 0], mamba3_siso(*xs))
+
+
+def test_the_halves_rotation_is_complex_multiplication_of_i_and_i_plus_half():
+    g = torch.Generator().manual_seed(0)
+    x, phase = torch.randn(3, 8, generator=g), torch.randn(3, 2, generator=g)
+    turned = rotate_halves(x, phase)
+    z = torch.complex(x[:, :2], x[:, 4:6]) * torch.polar(torch.ones_like(phase), phase)
+    torch.testing.assert_close(turned[:, :2], z.real)
+    torch.testing.assert_close(turned[:, 4:6], z.imag)
+    torch.testing.assert_close(turned[:, [2, 3, 6, 7]], x[:, [2, 3, 6, 7]])  # not turned
+
+
+def turn_halves(X: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Upstream's MIMO rotation: channel i with channel i + N/2 for i < A, X (..., N), angle
+    (..., A)."""
+    A, half = angle.shape[-1], X.shape[-1] // 2
+    x0, x1 = X[..., :A], X[..., half : half + A]
+    Y = X.clone()
+    Y[..., :A] = x0 * angle.cos() - x1 * angle.sin()
+    Y[..., half : half + A] = x0 * angle.sin() + x1 * angle.cos()
+    return Y
+
+
+def upstream_mimo_step_ref(layer: Mamba3, u: torch.Tensor) -> torch.Tensor:
+    """Upstream's MIMO module (in_proj, RMSNorm'd B/C with biases, heavy-tail A) and its
+    `mamba3_MIMO_step_ref` loop written out, with the kernels' rotation (i paired with i + N/2)
+    -> the mixer's output (b, L, D)."""
+    b, L, _ = u.shape
+    H, P, N, R, G = layer.n_heads, layer.headdim, layer.d_state, layer.mimo_rank, layer.ngroups
+    z, x, B, C, dd_dt, dd_A, trap, angles = layer.in_proj(u).split(layer.sizes, dim=-1)
+    z, x = z.view(b, L, H, P), x.view(b, L, H, P)
+    B, C = (F.rms_norm(X.view(b, L, R, G, N), (N,), w, eps=1e-5)
+            for X, w in ((B, layer.B_norm), (C, layer.C_norm)))  # fmt: skip
+    B, C = (X.repeat_interleave(H // G, dim=3) for X in (B, C))  # (b, L, R, H, N)
+    DT = F.softplus(dd_dt + layer.dt_bias)  # (b, L, H)
+    ADT = -heavy_tail(dd_A).clamp(min=layer.A_floor) * DT
+    v_proj = torch.einsum("blhp,hrp->blrhp", x, layer.mimo_x)
+    z_proj = torch.einsum("blhp,hrp->blrhp", z, layer.mimo_z)
+    angle = torch.zeros(b, H, angles.shape[-1], dtype=u.dtype)
+    S = torch.zeros(b, H, P, N, dtype=u.dtype)  # upstream's (headdim, d_state) layout
+    k_prev, v_prev = torch.zeros(b, H, R, N, dtype=u.dtype), torch.zeros(b, H, R, P, dtype=u.dtype)
+    out = []
+    for t in range(L):
+        q = (C[:, t] + layer.C_bias.transpose(0, 1)).transpose(1, 2)  # (b, H, R, N)
+        k = (B[:, t] + layer.B_bias.transpose(0, 1)).transpose(1, 2)
+        v, zt = v_proj[:, t].transpose(1, 2), z_proj[:, t].transpose(1, 2)  # (b, H, R, P)
+        angle = angle + torch.tanh(angles[:, t, None]) * DT[:, t, :, None] * math.pi
+        q, k = turn_halves(q, angle[:, :, None]), turn_halves(k, angle[:, :, None])
+        lam = torch.sigmoid(trap[:, t])[..., None, None]  # (b, H, 1, 1)
+        alpha, dt = ADT[:, t].exp()[..., None, None], DT[:, t][..., None, None]
+        S = alpha * S + (1 - lam) * dt * alpha * torch.einsum("bhrd,bhrp->bhpd", k_prev, v_prev)
+        S = S + lam * dt * torch.einsum("bhrd,bhrp->bhpd", k, v)
+        y = torch.einsum("bhpd,bhrd->bhrp", S, q) + layer.D[None, :, None, None] * v
+        y = y * zt * torch.sigmoid(zt)
+        out.append(torch.einsum("bhrp,hrp->bhp", y, layer.mimo_o))
+        k_prev, v_prev = k, v
+    return layer.out_proj(torch.stack(out, 1).flatten(2))  # (b, L, D)
+
+
+@pytest.mark.parametrize("ngroups, rope_fraction", [(1, 0.5), (2, 1.0)])
+def test_the_mimo_layer_is_upstreams_mimo_module_and_step_reference(ngroups, rope_fraction):
+    torch.manual_seed(0)
+    layer = Mamba3(16, d_state=8, headdim=8, ngroups=ngroups, rope_fraction=rope_fraction,
+                   chunk=8, mimo_rank=3).double()  # fmt: skip
+    with torch.no_grad():
+        for p in (layer.mimo_x, layer.mimo_z, layer.mimo_o, layer.B_bias, layer.C_bias):
+            p.normal_()  # away from the symmetric inits, so that every rank differs
+    u = torch.randn(2, 13, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(u), upstream_mimo_step_ref(layer, u), atol=1e-10,
+                                   rtol=1e-10)  # fmt: skip
+
+
+def test_the_mimo_layer_has_upstreams_parameters():
+    layer = Mamba3(64, d_state=16, headdim=32, mimo_rank=4)
+    # z, x (E = 128), B, C (R G N = 64 each), dt, A, λ (H = 4) and the angles (4)
+    assert layer.in_proj.out_features == 2 * 128 + 2 * 64 + 3 * 4 + 4
+    assert layer.B_bias.shape == (4, 4, 16)  # (H, R, N)
+    assert torch.equal(layer.mimo_x, torch.full((4, 4, 32), 0.25))  # 1/R
+    assert torch.equal(layer.mimo_z, torch.ones(4, 4, 32))
+    assert torch.equal(layer.mimo_o, torch.full((4, 4, 32), 0.25))
+    with pytest.raises(ValueError, match="even d_state"):
+        Mamba3(16, d_state=7, mimo_rank=2)
+
+
+def test_mamba3_mimo_with_negative_eigenvalues_decodes_as_it_runs():
+    torch.manual_seed(0)
+    layer = Mamba3(16, d_state=8, headdim=8, chunk=5, negative_eigenvalues=True,
+                   mimo_rank=2).double()  # fmt: skip
+    with torch.no_grad():
+        layer.dt_bias.fill_(2.0)  # some transitions negative, as in the SISO test above
     x = torch.randn(2, 11, 16, dtype=torch.float64)
     state, steps = layer.init_state(2, x), []
     with torch.no_grad():

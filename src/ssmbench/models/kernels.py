@@ -1,6 +1,6 @@
 """Which implementation of each kernel family a built model runs on a device, as results record it.
 
-A module declares the kernel families it calls in its `kernels` class attribute (read by
+A module declares the kernel families it calls in its `kernels` attribute (read by
 `backends_of`); each family has a result field and the function that resolves its backend:
 
     selective-scan -> scan_backend  ('cpp', 'torch-sequential', 'cuda-mamba_ssm', ...)
@@ -8,6 +8,7 @@ A module declares the kernel families it calls in its `kernels` class attribute 
     ssd            -> ssd_backend   ('mamba_ssm' Triton kernel or 'torch')
     delta-rule     -> delta_rule_backend ('fla' Triton kernels or 'torch')
     mamba3         -> mamba3_backend ('mamba_ssm' Triton kernel or 'torch')
+    mamba3-mimo    -> mamba3_mimo_backend ('torch': upstream's TileLang kernel not dispatched)
 
 A field is None when the model calls no kernel of that family.
 """
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from ssmbench.layers.mamba2 import ssd_backend
-from ssmbench.layers.mamba3 import mamba3_backend
+from ssmbench.layers.mamba3 import mamba3_backend, mamba3_mimo_backend
 from ssmbench.models.registry import backends_of
 from ssmbench.ops.causal_conv import conv_backend
 from ssmbench.ops.delta_rule import delta_rule_backend
@@ -32,6 +33,7 @@ KERNEL_FIELDS: dict[str, tuple[str, Callable[[torch.device], str]]] = {
     "ssd": ("ssd_backend", ssd_backend),
     "delta-rule": ("delta_rule_backend", delta_rule_backend),
     "mamba3": ("mamba3_backend", mamba3_backend),
+    "mamba3-mimo": ("mamba3_mimo_backend", mamba3_mimo_backend),
 }
 
 # How reports name each field.
@@ -41,6 +43,7 @@ KERNEL_LABELS = {
     "ssd_backend": "SSD",
     "delta_rule_backend": "delta rule",
     "mamba3_backend": "Mamba-3",
+    "mamba3_mimo_backend": "Mamba-3 MIMO",
 }
 
 

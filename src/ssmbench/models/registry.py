@@ -168,8 +168,9 @@ def build(
 
 
 def backends_of(model: nn.Module) -> list[str]:
-    """The kernel families a built model calls, from its modules' `kernels` class attribute."""
-    found = {k for m in model.modules() for k in getattr(type(m), "kernels", ())}
+    """The kernel families a built model calls, from its modules' `kernels` attribute (a class's,
+    or an instance's where its options choose, as Mamba-3 MIMO's)."""
+    found = {k for m in model.modules() for k in getattr(m, "kernels", ())}
     return sorted(found)
 
 

@@ -258,19 +258,20 @@ def mamba2_state(
 
 def _mamba3(
     d_model: int, d_state: int, expand: int = 2, headdim: int = 64, ngroups: int = 1,
-    rope_fraction: float = 0.5, negative_eigenvalues: bool = False,
+    rope_fraction: float = 0.5, negative_eigenvalues: bool = False, mimo_rank: int = 0,
 ) -> list[nn.Module]:  # fmt: skip
     """rope_fraction: the share of B/C channels the data-dependent rotation turns (0.5 or 1);
-    negative_eigenvalues: real part 2 exp(ΔA) - 1 in (-1, 1) (Grazzi et al. 2025)."""
+    negative_eigenvalues: real part 2 exp(ΔA) - 1 in (-1, 1) (Grazzi et al. 2025);
+    mimo_rank: 0 SISO, R >= 1 MIMO with R ranks (upstream's is_mimo, mimo_rank)."""
     return [Mamba3(d_model, d_state, expand, headdim, ngroups, rope_fraction,
-                   negative_eigenvalues=negative_eigenvalues)]  # fmt: skip
+                   negative_eigenvalues=negative_eigenvalues, mimo_rank=mimo_rank)]  # fmt: skip
 
 
 def mamba3_state(
     d_model: int, d_state: int, seq_len: int, expand: int = 2, headdim: int = 64,
-    rope_fraction: float = 0.5, **_: int,
+    rope_fraction: float = 0.5, mimo_rank: int = 0, **_: int,
 ) -> int:  # fmt: skip
-    return Mamba3.state_size(d_model, d_state, expand, headdim, rope_fraction)
+    return Mamba3.state_size(d_model, d_state, expand, headdim, rope_fraction, mimo_rank)
 
 
 def _transformer_abs(
@@ -578,3 +579,6 @@ register(
         "gated-deltaproduct-pos", "Gated DeltaProduct [0, 1]", negative_eigenvalues=False
     )
 )
+
+# Mamba-3 MIMO at upstream's default rank (4): the same mixer with R ranks per position.
+register(get("mamba3").variant("mamba3-mimo", "Mamba-3 MIMO", mimo_rank=4))
