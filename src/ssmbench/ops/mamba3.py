@@ -131,16 +131,6 @@ def mamba3_mimo(
     return o.unflatten(2, (-1, R)) + block @ v  # (B, H, L, R, P)
 
 
-def mamba3_siso_step(state: tuple, q, k, v, log_decay, dt, trap) -> tuple[torch.Tensor, tuple]:
-    """mamba3_mimo_step at R = 1: state (S (B, H, N, P), k_prev (B, H, N), v_prev (B, H, P)),
-    q, k (B, H, N), v (B, H, P), log_decay, dt, trap (B, H) -> o (B, H, P), the next state."""
-    S, k_prev, v_prev = state
-    o, (S, k, v) = mamba3_mimo_step((S, k_prev[:, :, None], v_prev[:, :, None]),
-                                    q[:, :, None], k[:, :, None], v[:, :, None],
-                                    log_decay, dt, trap)  # fmt: skip
-    return o[:, :, 0], (S, k[:, :, 0], v[:, :, 0])
-
-
 def mamba3_siso_reference(q, k, v, log_decay, dt, trap) -> torch.Tensor:
     """mamba3_mimo_reference at R = 1: q, k (B, H, L, N), v (B, H, L, P), log_decay, dt, trap
     (B, H, L) -> o (B, H, L, P)."""
