@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from recurrent_steps import run_steps
 
 from ssmbench.layers.mamba3 import Mamba3, heavy_tail
 from ssmbench.ops.linear_attention import linear_attention_reference
@@ -157,18 +158,16 @@ def test_negative_eigenvalues_are_the_chunked_form_on_log_abs_with_signed_querie
                                rtol=1e-10)  # fmt: skip
 
 
-def test_mamba3_with_negative_eigenvalues_decodes_as_it_runs():
+@pytest.mark.parametrize("mimo_rank, chunk", [(0, 4), (2, 5)])
+def test_mamba3_with_negative_eigenvalues_decodes_as_it_runs(mimo_rank, chunk):
+    """SISO and MIMO (a chunk of 5 pairs splits a position's 2 ranks)."""
     torch.manual_seed(0)
-    layer = Mamba3(16, d_state=8, headdim=8, chunk=4, negative_eigenvalues=True).double()
+    layer = Mamba3(16, d_state=8, headdim=8, chunk=chunk, negative_eigenvalues=True,
+                   mimo_rank=mimo_rank).double()  # fmt: skip
     with torch.no_grad():
         layer.dt_bias.fill_(2.0)  # Δ ≈ 2: ΔA below -log 2 at most steps (a < 0)
-    x = torch.randn(2, 11, 16, dtype=torch.float64)
-    state, steps = layer.init_state(2, x), []
-    with torch.no_grad():
-        for t in range(11):
-            y, state = layer.step(x[:, t], state)
-            steps.append(y)
-        torch.testing.assert_close(torch.stack(steps, 1), layer(x), atol=1e-10, rtol=0)
+        x = torch.randn(2, 11, 16, dtype=torch.float64)
+        torch.testing.assert_close(run_steps(layer, x)[0], layer(x), atol=1e-10, rtol=0)
 
 
 def mimo_inputs(L: int, R: int, B: int = 2, H: int = 2, N: int = 4, P: int = 3) -> list:
@@ -298,18 +297,3 @@ def test_the_mimo_layer_has_upstreams_parameters():
     assert torch.equal(layer.mimo_o, torch.full((4, 4, 32), 0.25))
     with pytest.raises(ValueError, match="even d_state"):
         Mamba3(16, d_state=7, mimo_rank=2)
-
-
-def test_mamba3_mimo_with_negative_eigenvalues_decodes_as_it_runs():
-    torch.manual_seed(0)
-    layer = Mamba3(16, d_state=8, headdim=8, chunk=5, negative_eigenvalues=True,
-                   mimo_rank=2).double()  # fmt: skip
-    with torch.no_grad():
-        layer.dt_bias.fill_(2.0)  # some transitions negative, as in the SISO test above
-    x = torch.randn(2, 11, 16, dtype=torch.float64)
-    state, steps = layer.init_state(2, x), []
-    with torch.no_grad():
-        for t in range(11):
-            y, state = layer.step(x[:, t], state)
-            steps.append(y)
-        torch.testing.assert_close(torch.stack(steps, 1), layer(x), atol=1e-10, rtol=0)

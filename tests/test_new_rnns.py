@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from recurrent_steps import run_steps
 from test_mixers import assert_same
 
 from ssmbench.layers.hgrn2 import HGRN2
@@ -74,16 +75,6 @@ def test_stabilized_mlstm_is_the_unstabilized_definition():
     for fast in (mlstm, mlstm_reference):
         got = fast(q, k, v, i_pre, f_pre, eps=0.0)
         torch.testing.assert_close(got, torch.stack(out, dim=2), rtol=0, atol=1e-10)
-
-
-def run_steps(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-    """The layer's recurrent form over x (B, L, D): its step, one position at a time."""
-    state = layer.init_state(x.shape[0], x)
-    out = []
-    for x_t in x.unbind(1):
-        y, state = layer.step(x_t, state)
-        out.append(y)
-    return torch.stack(out, dim=1), state
 
 
 def sublayers(name: str, d_model: int, options: dict) -> list[torch.nn.Module]:
