@@ -15,6 +15,10 @@ then, per model, the shortest length from which it stays faster than the Transfo
 
 import argparse
 
+# first, as the `ssmbench` command does: the OpenMP wait policy is read when torch loads
+from ssmbench import runtime  # noqa: F401
+
+# isort: split
 import torch
 
 from ssmbench.experiment.bench import bench, crossover, growth

@@ -14,7 +14,12 @@ the Transformer at the quick shape, faster than it at L 1024.
 """
 
 import argparse
+import os
 
+# first, as the `ssmbench` command does: the OpenMP wait policy is read when torch loads
+from ssmbench import runtime  # noqa: F401
+
+# isort: split
 import torch
 
 from ssmbench.experiment.bench import bench, task_section
@@ -72,7 +77,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY {policy}")
     print_table(measure(args.repeats))
 
 

@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import statistics
 import time
 from collections.abc import Callable
 
+# first, as the `ssmbench` command does: the OpenMP wait policy is read when torch loads
+from ssmbench import runtime  # noqa: F401
+
+# isort: split
 import torch
 
 from ssmbench.experiment.measure import PeakMemory
@@ -201,8 +206,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; median of "
-          f"{args.repeats}; peer / ssmbench time in brackets")  # fmt: skip
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (OMP_WAIT_POLICY "
+          f"{policy}), float32, CPU; median of {args.repeats}; peer / ssmbench time in "
+          "brackets")  # fmt: skip
     print("| op | L | implementation | forward (ms) | fwd+bwd (ms) | peak fwd+bwd (MiB) |")
     print("|---|---:|---|---:|---:|---:|")
     for L in args.lengths:

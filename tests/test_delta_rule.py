@@ -20,6 +20,7 @@ from ssmbench.ops.delta_rule import (
     delta_product_reference,
     delta_rule,
     delta_rule_reference,
+    unit_lower_inverse,
 )
 
 B, H, K, V = 2, 3, 4, 5
@@ -59,6 +60,32 @@ def assert_same(fast, reference, args: dict, tol: float = 1e-10) -> None:
     for name, x, y in zip(["output", *args], (a, *ga), (b, *gb), strict=True):
         scale = max(1.0, y.abs().max().item())
         torch.testing.assert_close(x, y, atol=tol * scale, rtol=0, msg=f"{name} differs")
+
+
+def forward_substitution(A: torch.Tensor) -> torch.Tensor:
+    """(I + A)^-1 row by row, reading A below the diagonal: T_i = e_i - sum_{j<i} A_ij T_j."""
+    c = A.shape[-1]
+    eye = torch.eye(c, dtype=A.dtype).expand_as(A)
+    rows = []
+    for i in range(c):
+        rows.append(eye[..., i, :] - sum((A[..., i, j, None] * rows[j] for j in range(i)), 0))
+    return torch.stack(rows, dim=-2)
+
+
+@pytest.mark.parametrize("c", [1, 2, 7, 16, 17, 33, 64])
+def test_blocked_unit_lower_inverse_matches_forward_substitution(c):
+    g = torch.Generator().manual_seed(c)
+    A = (torch.randn(2, 3, c, c, generator=g, dtype=torch.float64) / c**0.5).requires_grad_()
+    fast, plain = unit_lower_inverse(A), forward_substitution(A)
+    torch.testing.assert_close(fast, plain, atol=1e-12, rtol=0)
+    if c == 1:  # (1 + 0)^-1: nothing below the diagonal to read
+        assert not fast.requires_grad and torch.equal(fast, torch.ones_like(fast))
+        return
+    w = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad((T * w).sum(), A, allow_unused=True, materialize_grads=True)[0]
+             for T in (fast, plain)]  # fmt: skip
+    torch.testing.assert_close(*grads, atol=1e-12, rtol=0)
+    assert grads[0].triu().abs().max() == 0  # the diagonal and above are never read
 
 
 @pytest.mark.parametrize("chunk", [16, 64])

@@ -171,6 +171,13 @@ def test_environment_on_cpu():
     assert env["git_commit"] is None or re.fullmatch(r"[0-9a-f]{4,}(-dirty)?", env["git_commit"])
 
 
+def test_environment_records_the_openmp_wait_policy(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert environment(CPU)["omp_wait_policy"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert environment(CPU)["omp_wait_policy"].startswith("unset")
+
+
 def test_git_commit_names_the_checkout_of_the_package(tmp_path, monkeypatch):
     package = tmp_path / "src" / "ssmbench"
     (package / "experiment").mkdir(parents=True)

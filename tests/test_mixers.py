@@ -21,7 +21,12 @@ from ssmbench.layers.linear_attention import GLA, BasedLinearAttention, RetNet, 
 from ssmbench.layers.lti import S4D
 from ssmbench.layers.mamba2 import Mamba2, ssd
 from ssmbench.models import build
-from ssmbench.ops.linear_attention import linear_attention, linear_attention_reference
+from ssmbench.ops.linear_attention import (
+    decayed_scores,
+    decayed_scores_reference,
+    linear_attention,
+    linear_attention_reference,
+)
 
 LENGTHS = [5, 45, 83]  # chunk 16: one partial chunk; several with a remainder
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
@@ -53,6 +58,59 @@ def test_chunked_linear_attention_matches_its_recurrence(decay, L, dtype):
         lambda *x: linear_attention(*x, chunk=16), linear_attention_reference, [q, k, v, a],
         TOL[dtype],
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("L", [1, 15, 17, 31, 33])
+@pytest.mark.parametrize("decay", ["per-key", "scalar"])
+def test_default_chunks_match_the_recurrence(decay, L):
+    """No chunk given: 16 per key, 32 for a scalar decay (lengths either side of both)."""
+    g = torch.Generator().manual_seed(L)
+    q, k, v = (torch.randn(2, 3, L, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    a = -torch.rand(2, 3, L, 4 if decay == "per-key" else 1, generator=g, dtype=torch.float64)
+    assert_same(linear_attention, linear_attention_reference, [q, k, v, a], 1e-10)
+
+
+def textbook_scores(x, y, g):
+    """Σ_d x_td y_jd exp(g_td - g_jd), j <= t, summed in the open (moderate decays only)."""
+    c = g.shape[-2]
+    G = (g[..., :, None, :] - g[..., None, :, :]).exp()  # (..., c, c, K)
+    return torch.einsum("...td,...jd,...tjd->...tj", x, y, G) * torch.ones(c, c).tril()
+
+
+@pytest.mark.parametrize("sub", [4, 16])
+@pytest.mark.parametrize("c", [1, 7, 15, 16, 17, 33, 64])
+def test_sub_chunked_decayed_scores_match_the_plain_sum(c, sub):
+    """Across sub-chunks (products through each sub-chunk's first position) and inside them;
+    x and y with different leading dims, as the delta rule broadcasts its two score matrices."""
+    gen = torch.Generator().manual_seed(c)
+    x = torch.randn(2, 3, c, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, c, 5, generator=gen, dtype=torch.float64)
+    g = F.logsigmoid(torch.randn(2, 3, c, 5, generator=gen, dtype=torch.float64)).cumsum(-2)
+    for fast in (lambda *z: decayed_scores(*z, sub=sub), decayed_scores_reference):
+        assert_same(fast, textbook_scores, [x, y, g], 1e-12)
+
+
+def test_sub_chunked_decayed_scores_stay_finite_under_strong_decays():
+    """log-decays down to -40 per step: exp underflows across sub-chunks, nothing overflows."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(2, 40, 3, generator=gen, dtype=torch.float64) for _ in range(2))
+    g = (-40 * torch.rand(2, 40, 3, generator=gen, dtype=torch.float64)).cumsum(-2)
+    g.requires_grad_()
+    M = decayed_scores(x, y, g, sub=8)
+    torch.testing.assert_close(M, decayed_scores_reference(x, y, g), atol=1e-12, rtol=0)
+    (grad,) = torch.autograd.grad(M.sum(), g)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("L", [1, 63, 64, 65, 130])
+def test_per_key_decays_match_the_recurrence_in_long_chunks(L):
+    """Chunk 64: the per-key scores split into sub-chunks of 4 inside each chunk."""
+    gen = torch.Generator().manual_seed(L)
+    q, k, v = (torch.randn(2, 3, L, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    a = -torch.rand(2, 3, L, 4, generator=gen, dtype=torch.float64)
+    assert_same(
+        lambda *x: linear_attention(*x, chunk=64), linear_attention_reference, [q, k, v, a], 1e-10
+    )
 
 
 def test_linear_attention_rejects_mismatched_shapes():

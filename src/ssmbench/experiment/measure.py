@@ -441,6 +441,8 @@ def environment(device: torch.device) -> dict:
         ),
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
+        # read when torch loaded OpenMP; ssmbench's processes set PASSIVE (ssmbench.runtime)
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP's spin-then-sleep)"),
         "ssmbench_version": _installed("ssmbench"),
         "git_commit": _git_commit(),
         "python_version": platform.python_version(),

@@ -25,7 +25,8 @@ and they differ in their gates:
 A_log and dt_bias take no weight decay (fla's `_no_weight_decay`). `step` is each layer's
 recurrent form: one position from the state (the conv's last 3 inputs, the delta rule's S).
 `chunk` is the op's chunk: 32 by default, 8 for KDA and GDN-2, whose per-channel decays cost
-c·K per position inside a chunk (the fastest of 4-64 on 2 CPU cores at L 72 and 1032).
+s·K per position in sub-chunks of s = 4 (chunks 8 and 16 were the fastest of 8-32 with
+sub-chunks of 2-8, within 20% of each other; op forward + backward, 2 CPU cores, L 72 and 1032).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ The recurrence is `ops.linear_attention` with k = 1 - f, v = i and log-decay log
 log space, as fla). fla learns the bounds γ for the whole model at once (a softmax over layers,
 cumulated: 0 for the first layer, rising with depth); layers here are built one at a time, so γ is
 a fixed option, 0 (fla's first layer) by default. `step` runs one position on the state S.
+`chunk` None is the op's default for per-key decays (16, in sub-chunks of 4).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class HGRN2(nn.Module):
         d_model: int,
         expand_ratio: int = 128,
         lower_bound: float = 0.0,
-        chunk: int = 8,
+        chunk: int | None = None,
         norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()

@@ -9,6 +9,8 @@ All three compute, per head, o_t = sum_{s<=t} (q_t ⊙ exp(b_t - b_s)) · k_s v_
 - Based (Arora et al. 2024; zoology `zoology/mixers/based.py`): no decay, feature map
   φ(x) = [1, x/d^{1/4}, (x ⊗ x)/(√2·√d)] (so φ(q)·φ(k) = 1 + q·k/√d + (q·k)²/(2d), the Taylor
   expansion of exp(q·k/√d)), normalized: o_t = Σ φ(q_t)·φ(k_s) v_s / Σ φ(q_t)·φ(k_s).
+
+GLA's chunk is the op's default for per-key decays (16, in sub-chunks of 4); the others' is 32.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class GLA(nn.Module):
         expand_k: float = 0.5,
         expand_v: float = 1.0,
         gate_rank: int = 16,
-        chunk: int = 32,
+        chunk: int | None = None,
     ) -> None:
         super().__init__()
         key_dim, value_dim = int(d_model * expand_k), int(d_model * expand_v)

@@ -20,15 +20,16 @@ u_t = w_t ⊙ v_t - S_t'^T (b_t ⊙ k_t) (S_t' the decayed state before the writ
     A_tj = sum_d b_td k_td k_jd exp(γ_td - γ_jd),
 
 a unit lower-triangular system (I + A) U = W ⊙ V - (exp(γ) ⊙ B ⊙ K) S_0, solved once per chunk
-for both right-hand sides: U = U_0 - W_k S_0. Then, with P_tj = sum_d q_td k_jd exp(γ_td - γ_jd)
-for j <= t,
+for both right-hand sides (`unit_lower_inverse`, batched over every chunk): U = U_0 - W_k S_0.
+Then, with P_tj = sum_d q_td k_jd exp(γ_td - γ_jd) for j <= t,
 
     O = P U_0 + (exp(γ) ⊙ Q - P W_k) S_0,   S_c = diag(exp(γ_c)) S_0 + (exp(γ_c - γ) ⊙ K)^T U:
 
 all but the S_0 terms for every chunk at once, then one pass over the chunks for the states.
 Every decay is exp of a difference γ_t - γ_j with j <= t (never exp of a positive number); a
-per-channel decay takes its (c, c, K) differences as fla's naive chunk KDA does (so its layers
-use short chunks), a scalar one the (c, c) differences and matrix products.
+per-channel decay takes P and A by fla's secondary chunking (`decayed_scores`: matrix products
+across sub-chunks, (s, s, K) differences inside them), a scalar one the (c, c) differences and
+matrix products.
 `delta_rule_reference` is the recurrence, one `delta_rule_step` at a time.
 
 DeltaProduct (Siems et al. 2025) takes n_h Householder steps per token: keys k_{t,1..n_h}, values
@@ -47,7 +48,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ssmbench.ops.linear_attention import _chunks
+from ssmbench.ops.linear_attention import _chunks, decayed_scores, scalar_decays
 from ssmbench.ops.optional import on_kernel_device, optional_kernel
 from ssmbench.ops.profiling import scoped
 
@@ -132,26 +133,43 @@ def _gates(beta, log_decay, write):
     return b, a, b if write is None else write
 
 
-def _decay_factors(a, causal):
-    """Log-decays a (B, H, n, c, K|1) of chunks, or None -> (G, γ): γ = cumsum of a in each chunk
-    and G_tj = exp(γ_t - γ_j) for j <= t, 0 above, (..., c, c) for a scalar decay or (..., c, c,
-    K) per channel; (None, None) without a decay."""
-    if a is None:
-        return None, None
-    g = a.cumsum(dim=3)  # (B, H, n, c, K|1): the decay since the chunk's start
-    diff = g[..., :, None, :] - g[..., None, :, :]  # (B, H, n, c, c, K|1), <= 0 where j <= t
-    G = diff.masked_fill(~causal[..., None], -torch.inf).exp()  # never exp of a positive number
-    return (G[..., 0] if a.shape[-1] == 1 else G), g
-
-
-def _scores(q, bk, k, G):
-    """P_tj = Σ_d q_td k_jd G_tj(d) and A_tj = Σ_d (b ⊙ k)_td k_jd G_tj(d), (..., c, c) each,
-    for q, bk, k (..., c, K) and G None (all ones), (..., c, c) or (..., c, c, K)."""
-    if G is not None and G.dim() > q.dim():  # per channel: products summed over K
-        kG = G * k[..., None, :, :]  # (..., c, c, K): k_jd G_tjd
-        return (kG * q[..., :, None, :]).sum(-1), (kG * bk[..., :, None, :]).sum(-1)
+def _scores(q, bk, k, g):
+    """P_tj = Σ_d q_td k_jd exp(γ_td - γ_jd) and A_tj = Σ_d (b ⊙ k)_td k_jd exp(γ_td - γ_jd) for
+    j <= t, (..., c, c) each, for q, bk, k (..., c, K) and γ = g None (no decay), (..., c, 1)
+    or (..., c, K) (per channel: `decayed_scores`, sub-chunked)."""
+    if g is not None and g.shape[-1] > 1:
+        both = decayed_scores(torch.stack([q, bk], dim=-3), k[..., None, :, :], g[..., None, :, :])
+        return both.unbind(-3)  # (..., c, c) each
     both = (torch.cat([q, bk], dim=-2) @ k.mT).unflatten(-2, (2, -1))  # (..., 2, c, c)
-    return (both if G is None else both * G[..., None, :, :]).unbind(-3)
+    both = both.tril() if g is None else both * scalar_decays(g)[..., None, :, :]
+    return both.unbind(-3)  # (..., c, c) each
+
+
+def unit_lower_inverse(A: torch.Tensor) -> torch.Tensor:
+    """(I + A)^-1 for A (..., c, c), of which only the part below the diagonal is read, by
+    blocks: with I + A = [[L_1, 0], [E, L_2]] (halves of size s),
+
+        (I + A)^-1 = [[L_1^-1, 0], [-L_2^-1 E L_1^-1, L_2^-1]],
+
+    the diagonal blocks of size 1, 2, 4, ... inverted for all blocks and matrices at once, two
+    batched matrix products per level (log2 c levels; c padded to a power of two), as fla's
+    `solve_tril` merges its blocks. One batched product per level, where a triangular solve
+    runs LAPACK once per matrix (a thread-pool wake-up each on the CPU)."""
+    c = A.shape[-1]
+    C = 1 << (c - 1).bit_length()  # c rounded up to a power of two
+    A = F.pad(A, (0, C - c, 0, C - c))  # (..., C, C): the padding is I + 0
+    D = A.new_ones(*A.shape[:-2], C, 1, 1)  # (..., C/s, s, s): inverted diagonal blocks, s = 1
+    s = 1
+    while s < C:
+        m = C // (2 * s)
+        blocks = A.unflatten(-1, (m, 2, s)).unflatten(-4, (m, 2, s))  # (..., m,2,s, m,2,s)
+        E = blocks.diagonal(dim1=-6, dim2=-3)[..., 1, :, 0, :, :].movedim(-1, -3)  # (..., m, s, s)
+        D1, D2 = D.unflatten(-3, (m, 2)).unbind(-3)  # (..., m, s, s) each
+        low = -(D2 @ E @ D1)  # (..., m, s, s)
+        top = torch.cat([D1, torch.zeros_like(D1)], dim=-1)  # (..., m, s, 2s)
+        D = torch.cat([top, torch.cat([low, D2], dim=-1)], dim=-2)  # (..., m, 2s, 2s)
+        s *= 2
+    return D[..., 0, :c, :c]  # (..., c, c)
 
 
 def _across_chunks(reads, u0, keys, decay):
@@ -228,14 +246,12 @@ def delta_rule(
     b, a, w = _gates(beta, log_decay, write)
     q, k, v, b, w = (_chunks(x, c) for x in (q, k, v, b, w))  # (B, H, n, c, ·)
     a = None if a is None else _chunks(a, c)  # (B, H, n, c, K|1)
-    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()  # (c, c)
-    G, g = _decay_factors(a, causal)
+    g = None if a is None else a.cumsum(dim=3)  # (B, H, n, c, K|1): γ, the decay in the chunk
     bk = b * k  # (B, H, n, c, K)
-    P, A = _scores(q, bk, k, G)  # (B, H, n, c, c); of A only the part below the diagonal is read
-    P = P.tril() if G is None else P  # (G is zero above the diagonal)
+    P, A = _scores(q, bk, k, g)  # (B, H, n, c, c), zero above the diagonal
     gbk = bk if g is None else bk * g.exp()  # (B, H, n, c, K): exp(γ) ⊙ b ⊙ k
     rhs = torch.cat([w * v, gbk], dim=-1)  # (B, H, n, c, V + K)
-    X = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)  # (I + A)^-1 rhs
+    X = unit_lower_inverse(A) @ rhs  # (B, H, n, c, V + K): (I + A)^-1 rhs
     out, Pwk = (P @ X).split([V, K], dim=-1)  # P u0: the part from inside each chunk; P wk
     if out.shape[2] == 1:
         return out[:, :, 0, :L]  # (B, H, L, V)

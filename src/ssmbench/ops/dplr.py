@@ -18,8 +18,8 @@ products, k_t v_t^T and b_t u_t^T, into a gated linear-attention state:
     u_t = (a_t ⊙ e^{G_{t-1}})^T S_0 + sum_{s<t} (a_t ⊙ e^{G_{t-1} - G_s})^T (k_s v_s^T + b_s u_s^T)
 
 so (I - A_ab) U = A_ak V + (a ⊙ e^{G_{t-1}}) S_0 with the strictly lower triangular
-A_ab[t, s] = sum_k a_tk e^{G_{t-1,k} - G_sk} b_sk (A_ak likewise with k), inverted per chunk as
-(I + A)(I + A^2)(I + A^4)... (A^c = 0; the WY/UT form of fla's `chunk_dplr_delta_rule`). Across
+A_ab[t, s] = sum_k a_tk e^{G_{t-1,k} - G_sk} b_sk (A_ak likewise with k), inverted per chunk by
+blocks (`delta_rule.unit_lower_inverse`; the WY/UT form of fla's `chunk_dplr_delta_rule`). Across
 chunks a sequential recurrence over the L/c chunk states. `dplr_reference` is the recurrence one
 step at a time.
 
@@ -32,12 +32,12 @@ exponent lies within ±40, far inside float32's range.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ssmbench.ops.delta_rule import unit_lower_inverse
 from ssmbench.ops.linear_attention import _chunks
 from ssmbench.ops.profiling import scoped
 
@@ -130,16 +130,6 @@ def _pair_sums(log_decay: torch.Tensor, chunk: int, lower_bound: float | None) -
     return _pairs_from_factors
 
 
-def _unit_lower_inverse(A: torch.Tensor) -> torch.Tensor:
-    """(I - A)^{-1} = (I + A)(I + A^2)(I + A^4)... for strictly lower triangular A (..., c, c)
-    (A^c = 0): log2(c) batched matmuls."""
-    inverse, power = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device) + A, A
-    for _ in range(math.ceil(math.log2(A.shape[-1])) - 1):  # none for c <= 2
-        power = power @ power
-        inverse = inverse + inverse @ power
-    return inverse
-
-
 @scoped("sequence op")
 def dplr(
     q: torch.Tensor,
@@ -165,7 +155,7 @@ def dplr(
     (qk, qb), (ak, ab) = pairs[..., 0, :, :, :].unbind(3), pairs[..., 1, :, :, :].unbind(3)
     ak, ab = (F.pad(x[..., :-1, :], (0, 0, 1, 0)) for x in (ak, ab))  # (B, H, n, c, c)
     rhs = torch.cat([ak @ v, a * (G - w).exp()], dim=-1)  # (B, H, n, c, V + K)
-    u_own, u_from_state = (_unit_lower_inverse(ab) @ rhs).split([V, K], dim=-1)
+    u_own, u_from_state = (unit_lower_inverse(-ab) @ rhs).split([V, K], dim=-1)  # (I - A)^-1
     last = G[..., -1:, :]  # (B, H, n, 1, K)
     k_end, b_end = k * (last - G).exp(), b * (last - G).exp()  # (B, H, n, c, K): decayed to the end
     q_in = q * G.exp()  # (B, H, n, c, K): queries decayed back to the chunk's start

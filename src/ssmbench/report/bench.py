@@ -68,7 +68,7 @@ def _where(rows: list[dict]) -> str:
     }
     return (
         f"Measured on {first['device']} ({first['device_name']}), torch {first['torch_version']}, "
-        f"threads: {first['threads']}, "
+        f"threads: {first['threads']} (OpenMP wait policy {first.get('omp_wait_policy', '?')}), "
         + ", ".join(f"{name}: {value}" for name, value in kernels.items())
         + f"; ssmbench {first['ssmbench_version']} ({first['git_commit'] or 'no git commit'}); "
         f"batch {first['batch_size']}, task {first['task_key']}, median and IQR of "
