@@ -89,7 +89,7 @@ def decayed_scores(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, sub: int =
     Across sub-chunks, with r the first position of t's sub-chunk and j < r, exp(g_t - g_j) =
     exp(g_t - g_r) exp(g_r - g_j), both factors <= 1, so M is a matrix product of x ⊙ exp(g - g_r)
     and y ⊙ exp(g_r - g); only the (s, s, K) differences of each diagonal block are materialized
-    (m·s·K per position instead of c·K, m the number of sub-chunks)."""
+    ((m + s)·K per position instead of c·K, m = c / s the number of sub-chunks)."""
     c, K = g.shape[-2:]
     s = min(sub, c)
     m, pad = -(-c // s), -c % s
